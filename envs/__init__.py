@@ -1,0 +1,1 @@
+"""Host-side environments, tools and verifiers (installed as vagent_jax.envs)."""

@@ -1,0 +1,1 @@
+"""Device kernels with pure-jnp references (installed as vagent_jax.kernels)."""

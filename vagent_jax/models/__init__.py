@@ -1,0 +1,1 @@
+"""vagent_jax.models."""
