@@ -1,0 +1,239 @@
+"""The decoder-only policy: one `forward(params, tokens, positions, segment_ids, cache)` for SFT, RL
+log-probs, prefill and decode.
+
+Flax defines the per-layer module (`Block`); layers are stacked on a leading axis and driven by
+`lax.scan`, so every jit boundary sees a plain params pytree:
+    params = {"embed": [V, D], "layers": {name: [L, ...]}, "final_norm": [D], ("lm_head": [D, V])}
+KV cache = {"k": [L, B, S, Hkv, hd], "v": [L, B, S, Hkv, hd]}; a token at position p is written to cache
+slot p of its row, and a query at position p sees slots 0..p of its row. Rows therefore advance
+independently (per-row positions), which is what continuous batching needs.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vagent_jax.models.config import ModelConfig
+
+Params = dict[str, Any]
+Cache = dict[str, jax.Array]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def dtype_of(name: str) -> Any:
+    """jnp dtype for a config dtype name."""
+    return _DTYPES[name]
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+    """Rotary inverse frequencies [hd/2], with Llama-3 or linear scaling when configured."""
+    hd = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+    rs = cfg.rope_scaling
+    if rs.rope_type == "linear":
+        return inv / rs.factor
+    if rs.rope_type == "llama3":
+        old = rs.original_max_position_embeddings
+        low_wavelen = old / rs.low_freq_factor
+        high_wavelen = old / rs.high_freq_factor
+        wavelen = 2 * math.pi / inv
+        scaled = jnp.where(wavelen > low_wavelen, inv / rs.factor, inv)
+        smooth = (old / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
+        smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return jnp.where(medium, smoothed, scaled)
+    return inv
+
+
+def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Apply rotary embedding (rotate-half convention). x [B,T,H,hd]; cos/sin [B,T,hd]."""
+    half = x.shape[-1] // 2
+    rot = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    xf = x.astype(jnp.float32)
+    return (xf * cos[:, :, None] + rot.astype(jnp.float32) * sin[:, :, None]).astype(x.dtype)
+
+
+def _rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm computed in fp32, returned in x's dtype."""
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def _param(mod: nn.Module, name: str, shape: tuple[int, ...], names: tuple[str, ...], init: Any) -> Any:
+    pd = dtype_of(mod.cfg.param_dtype)
+    return mod.param(name, nn.with_logical_partitioning(init, names), shape, pd)
+
+
+class Block(nn.Module):
+    """One pre-norm layer: GQA attention with RoPE (+ optional qkv bias, q/k norm) and a SwiGLU MLP."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+                 positions: jax.Array, cache: Cache | None) -> tuple[jax.Array, Cache | None]:
+        cfg = self.cfg
+        D, H, K, hd, F = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
+        cd = dtype_of(cfg.dtype)
+        w = nn.initializers.normal(cfg.init_std)
+        ones, zeros = nn.initializers.ones, nn.initializers.zeros
+        attn_norm = _param(self, "attn_norm", (D,), ("norm",), ones)
+        wq = _param(self, "wq", (D, H, hd), ("embed", "heads", "head_dim"), w)
+        wk = _param(self, "wk", (D, K, hd), ("embed", "kv_heads", "head_dim"), w)
+        wv = _param(self, "wv", (D, K, hd), ("embed", "kv_heads", "head_dim"), w)
+        wo = _param(self, "wo", (H, hd, D), ("heads", "head_dim", "embed"), w)
+        mlp_norm = _param(self, "mlp_norm", (D,), ("norm",), ones)
+        w_gate = _param(self, "w_gate", (D, F), ("embed", "mlp"), w)
+        w_up = _param(self, "w_up", (D, F), ("embed", "mlp"), w)
+        w_down = _param(self, "w_down", (F, D), ("mlp", "embed"), w)
+
+        h = _rms_norm(x, attn_norm, cfg.rms_eps).astype(cd)
+        q = jnp.einsum("btd,dhk->bthk", h, wq.astype(cd))
+        k = jnp.einsum("btd,dhk->bthk", h, wk.astype(cd))
+        v = jnp.einsum("btd,dhk->bthk", h, wv.astype(cd))
+        if cfg.qkv_bias:
+            q = q + _param(self, "bq", (H, hd), ("heads", "head_dim"), zeros).astype(cd)
+            k = k + _param(self, "bk", (K, hd), ("kv_heads", "head_dim"), zeros).astype(cd)
+            v = v + _param(self, "bv", (K, hd), ("kv_heads", "head_dim"), zeros).astype(cd)
+        if cfg.qk_norm:
+            q = _rms_norm(q, _param(self, "q_norm", (hd,), ("norm",), ones), cfg.rms_eps)
+            k = _rms_norm(k, _param(self, "k_norm", (hd,), ("norm",), ones), cfg.rms_eps)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+        new_cache = None
+        if cache is not None:
+            B = x.shape[0]
+            rows = jnp.arange(B)[:, None]
+            ck = cache["k"].at[rows, positions].set(k.astype(cache["k"].dtype), mode="drop")
+            cv = cache["v"].at[rows, positions].set(v.astype(cache["v"].dtype), mode="drop")
+            new_cache = {"k": ck, "v": cv}
+            k, v = ck.astype(cd), cv.astype(cd)
+
+        B, T = q.shape[:2]
+        qg = q.reshape(B, T, K, H // K, hd)
+        scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+        scores = scores / math.sqrt(hd)
+        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(cd)
+        attn = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H, hd)
+        x = x + jnp.einsum("bthk,hkd->btd", attn, wo.astype(cd)).astype(x.dtype)
+
+        h = _rms_norm(x, mlp_norm, cfg.rms_eps).astype(cd)
+        gate = jnp.einsum("btd,df->btf", h, w_gate.astype(cd))
+        up = jnp.einsum("btd,df->btf", h, w_up.astype(cd))
+        y = jnp.einsum("btf,fd->btd", nn.silu(gate) * up, w_down.astype(cd))
+        return x + y.astype(x.dtype), new_cache
+
+
+def _block_boxed(cfg: ModelConfig, key: jax.Array) -> Any:
+    B = Block(cfg)
+    z = jnp.zeros((1, 1, cfg.d_model), jnp.float32)
+    cs = jnp.zeros((1, 1, cfg.head_dim), jnp.float32)
+    return B.init(key, z, cs, cs, jnp.ones((1, 1, 1), bool), jnp.zeros((1, 1), jnp.int32), None)["params"]
+
+
+def param_logical_axes(cfg: ModelConfig) -> Params:
+    """Logical axis names for every parameter, in the same tree as the params."""
+    boxed = jax.eval_shape(functools.partial(_block_boxed, cfg), jax.random.key(0))
+    layer_axes = jax.tree.map(lambda b: ("layers",) + tuple(b.names), boxed,
+                              is_leaf=lambda b: isinstance(b, nn.LogicallyPartitioned))
+    axes: Params = {"embed": ("vocab", "embed"), "layers": layer_axes, "final_norm": ("norm",)}
+    if not cfg.tie_embeddings:
+        axes["lm_head"] = ("embed", "vocab")
+    return axes
+
+
+def init_params(cfg: ModelConfig, key: jax.Array) -> Params:
+    """Random parameters (normal(init_std) weights, unit norms, zero biases)."""
+    k_emb, k_layers, k_head = jax.random.split(key, 3)
+    pd = dtype_of(cfg.param_dtype)
+    layers = jax.vmap(lambda k: nn.unbox(_block_boxed(cfg, k)))(jax.random.split(k_layers, cfg.n_layers))
+    params: Params = {
+        "embed": (jax.random.normal(k_emb, (cfg.vocab_size, cfg.d_model)) * cfg.init_std).astype(pd),
+        "layers": layers,
+        "final_norm": jnp.ones((cfg.d_model,), pd),
+    }
+    if not cfg.tie_embeddings:
+        params["lm_head"] = (jax.random.normal(k_head, (cfg.d_model, cfg.vocab_size)) * cfg.init_std).astype(pd)
+    return params
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> Cache:
+    """Zeroed KV cache [L, B, S, Hkv, hd] for `batch` rows of up to `max_len` positions."""
+    dt = dtype or dtype_of(cfg.dtype)
+    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)}
+
+
+def cache_logical_axes() -> Cache:
+    """Logical axis names of the KV cache arrays."""
+    names = ("layers", "batch", "cache_seq", "kv_heads", "head_dim")
+    return {"k": names, "v": names}
+
+
+def attention_mask(positions: jax.Array, segment_ids: jax.Array | None, cache_len: int | None) -> jax.Array:
+    """Boolean mask [B, T, S]. Without cache: causal by index within equal non-zero segments.
+    With cache: query at position p sees cache slots 0..p of its row."""
+    if cache_len is not None:
+        return jnp.arange(cache_len)[None, None, :] <= positions[:, :, None]
+    T = positions.shape[1]
+    causal = jnp.arange(T)[:, None] >= jnp.arange(T)[None, :]
+    if segment_ids is None:
+        return jnp.broadcast_to(causal, (positions.shape[0], T, T))
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return causal[None] & same & (segment_ids[:, None, :] > 0)
+
+
+def hidden_states(params: Params, tokens: jax.Array, positions: jax.Array,
+                  segment_ids: jax.Array | None = None, cache: Cache | None = None, *,
+                  cfg: ModelConfig) -> tuple[jax.Array, Cache | None]:
+    """Final-norm hidden states [B, T, D] (and the updated cache): the forward without the lm head."""
+    cd = dtype_of(cfg.dtype)
+    x = params["embed"][tokens].astype(cd)
+    freqs = positions[..., None].astype(jnp.float32) * rope_inv_freq(cfg)
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    cos, sin = jnp.cos(emb), jnp.sin(emb)
+    mask = attention_mask(positions, segment_ids, None if cache is None else cache["k"].shape[2])
+    block = Block(cfg)
+
+    def layer(x, inputs):
+        layer_params, layer_cache = inputs
+        return block.apply({"params": layer_params}, x, cos, sin, mask, positions, layer_cache)
+
+    if cfg.remat == "full":
+        layer = jax.checkpoint(layer)
+    elif cfg.remat == "dots":
+        layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+    x, new_cache = jax.lax.scan(layer, x, (params["layers"], cache))
+    return _rms_norm(x, params["final_norm"], cfg.rms_eps), new_cache
+
+
+def lm_head_weight(params: Params, cfg: ModelConfig) -> jax.Array:
+    """The [D, V] output projection (the transposed embedding when tied)."""
+    return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+
+
+def logits_from_hidden(params: Params, h: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """fp32 logits [..., V] from hidden states [..., D]."""
+    w = lm_head_weight(params, cfg).astype(dtype_of(cfg.dtype))
+    return jnp.einsum("...d,dv->...v", h.astype(w.dtype), w, preferred_element_type=jnp.float32)
+
+
+def forward(params: Params, tokens: jax.Array, positions: jax.Array,
+            segment_ids: jax.Array | None = None, cache: Cache | None = None, *,
+            cfg: ModelConfig) -> tuple[jax.Array, Cache | None]:
+    """Logits [B, T, V] (fp32) and the updated cache (None when no cache was given).
+
+    tokens, positions, segment_ids: [B, T] int32. segment_ids (training only): 0 = padding, equal
+    non-zero ids attend to each other causally (packing). With `cache`, tokens are written at their
+    positions and attend to cache slots 0..position.
+    """
+    h, new_cache = hidden_states(params, tokens, positions, segment_ids, cache, cfg=cfg)
+    return logits_from_hidden(params, h, cfg), new_cache
