@@ -1,0 +1,230 @@
+"""Orbax checkpoints of a training run: sharded train state, PRNG key and a JSON item, saved per step.
+
+One step directory holds three items:
+  state  the train-state pytree (params, optimizer state, step; jax arrays, possibly sharded), written
+         with orbax's standard (tensorstore) format, so it restores into any sharding of the same shapes;
+  rng    the PRNG key as its raw uint32 key data plus the key implementation name (JSON: exact, and
+         independent of the device count);
+  extra  a JSON mapping (data-iterator state, counters, the config as a dict).
+
+Saves are asynchronous (the device-to-host copy blocks, the file writes do not). orbax writes each step
+into `<step>.orbax-checkpoint-tmp*` and renames it to `<step>` only once every item is written (on
+object stores, where rename is not atomic, it instead writes `commit_success.txt` last); a directory
+without that final form is not a checkpoint, so a run killed mid-write resumes from the previous step.
+Retention keeps the last `keep_last` steps plus the `keep_best` best by a named metric.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint._src.checkpoint_managers import preservation_policy as ocp_preservation
+
+from vagent_jax.config import require
+
+_STATE, _RNG, _EXTRA = "state", "rng", "extra"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointOptions:
+    """Retention and write options of a Checkpointer (a config section: `checkpoint.*`)."""
+
+    keep_last: int = 3  # the newest `keep_last` steps are always kept
+    best_metric: str | None = None  # when set, also keep the `keep_best` best steps by this metric
+    best_mode: Literal["min", "max"] = "max"
+    keep_best: int = 1
+    save_interval_steps: int = 1  # save() skips non-multiples (not force=True, nor a dir's first save)
+    async_save: bool = True
+
+    def validate(self) -> None:
+        """Reject retention settings that would keep nothing or never save."""
+        require(self.keep_last >= 1, "checkpoint.keep_last", f"must be >= 1, got {self.keep_last}")
+        require(self.keep_best >= 1, "checkpoint.keep_best", f"must be >= 1, got {self.keep_best}")
+        require(self.best_mode in ("min", "max"), "checkpoint.best_mode",
+                f"must be 'min' or 'max', got {self.best_mode!r}")
+        require(self.best_metric is None or bool(self.best_metric), "checkpoint.best_metric",
+                "must be a metric name or null")
+        require(self.save_interval_steps >= 1, "checkpoint.save_interval_steps",
+                f"must be >= 1, got {self.save_interval_steps}")
+
+
+class Restored(NamedTuple):
+    """What restore_latest/restore return: the step, the train state, the PRNG key and the JSON item."""
+
+    step: int
+    state: Any
+    rng: jax.Array
+    extra: dict[str, Any]
+
+
+def abstract_of(tree: Any) -> Any:
+    """The restore target of a live pytree: each array becomes a ShapeDtypeStruct with its sharding."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _checked_abstract(abstract_state: Any) -> Any:
+    """Require a sharding on every leaf of the restore target (arrays are turned into their abstract form)."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_state)
+    if not leaves:
+        raise ValueError("abstract_state has no array leaves to restore into")
+    out = []
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path) or "<root>"
+        if isinstance(leaf, jax.Array):
+            leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+        if not isinstance(leaf, jax.ShapeDtypeStruct):
+            raise TypeError(f"abstract_state leaf {name} is a {type(leaf).__name__}; expected "
+                            "jax.ShapeDtypeStruct (with .sharding) or jax.Array")
+        if leaf.sharding is None:
+            raise ValueError(f"abstract_state leaf {name} has no sharding: give every ShapeDtypeStruct "
+                             "the sharding it should be restored into")
+        out.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _host_copy(arr: jax.Array) -> np.ndarray:
+    """Host numpy copy of a (possibly multi-process, then replicated) array."""
+    if getattr(arr, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(arr))
+    if not arr.is_fully_replicated:
+        raise ValueError("rng key must be replicated across processes to be checkpointed")
+    return np.asarray(arr.addressable_shards[0].data)
+
+
+def rng_to_json(key: jax.Array) -> dict[str, Any]:
+    """Encode a PRNG key (typed `jax.random.key` or raw uint32 `PRNGKey`) as exact JSON."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    data = jax.random.key_data(key) if typed else key
+    host = _host_copy(data)
+    if host.dtype != np.uint32:
+        raise TypeError(f"rng key data must be uint32, got {host.dtype}")
+    return {"typed": bool(typed), "impl": str(jax.random.key_impl(key)) if typed else None,
+            "shape": list(host.shape), "data": [int(v) for v in host.reshape(-1)]}
+
+
+def rng_from_json(blob: dict[str, Any]) -> jax.Array:
+    """Decode rng_to_json's output back into the same key (bit for bit)."""
+    data = jnp.asarray(np.asarray(blob["data"], dtype=np.uint32).reshape(blob["shape"]))
+    return jax.random.wrap_key_data(data, impl=blob["impl"]) if blob["typed"] else data
+
+
+def _json_checked(extra: dict[str, Any]) -> dict[str, Any]:
+    """Fail at save time, naming the key, when the extra item is not plain JSON."""
+    if not isinstance(extra, dict):
+        raise TypeError(f"checkpoint extra must be a dict, got {type(extra).__name__}")
+    for k, v in extra.items():
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"checkpoint extra['{k}'] is not JSON-serialisable: {e}") from None
+    return extra
+
+
+class Checkpointer:
+    """Per-step train-state checkpoints in `directory` over orbax's CheckpointManager."""
+
+    def __init__(self, directory: str | Path, options: CheckpointOptions | None = None) -> None:
+        self.options = options or CheckpointOptions()
+        self.options.validate()
+        self.directory = Path(directory).absolute()
+        opts = self.options
+        policies: list[Any] = [ocp_preservation.LatestN(n=opts.keep_last)]
+        best_fn = None
+        if opts.best_metric is not None:
+            metric = opts.best_metric
+            best_fn = lambda m: float(m[metric])  # noqa: E731
+            # BestN sorts ascending and keeps the tail: reverse for 'min' puts the smallest last.
+            policies.append(ocp_preservation.BestN(get_metric_fn=best_fn, reverse=opts.best_mode == "min",
+                                                   n=opts.keep_best, keep_checkpoints_without_metrics=False))
+        manager_options = ocp.CheckpointManagerOptions(
+            save_interval_steps=opts.save_interval_steps,
+            best_fn=best_fn,
+            best_mode=opts.best_mode,
+            preservation_policy=ocp_preservation.AnyPreservationPolicy(policies),
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=opts.async_save,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=manager_options,
+                                              item_names=(_STATE, _RNG, _EXTRA))
+
+    def save(self, step: int, state: Any, rng: jax.Array, extra: dict[str, Any] | None = None,
+             metrics: dict[str, float] | None = None, force: bool = False) -> bool:
+        """Start saving `step` (async); returns False when the save interval skips it.
+
+        `metrics` ranks the step for keep-best retention and must hold `options.best_metric` when set.
+        """
+        if step < 0:
+            raise ValueError(f"checkpoint step must be >= 0, got {step}")
+        metric_blob = None
+        if metrics is not None:
+            metric_blob = {k: float(v) for k, v in metrics.items()}
+        name = self.options.best_metric
+        if name is not None:
+            if metric_blob is None or name not in metric_blob:
+                raise KeyError(f"checkpoint.best_metric '{name}' missing from the metrics passed to save "
+                               f"(got {sorted(metric_blob or {})})")
+            if not math.isfinite(metric_blob[name]):
+                raise ValueError(f"checkpoint.best_metric '{name}' is {metric_blob[name]} at step {step}")
+        args = ocp.args.Composite(**{
+            _STATE: ocp.args.StandardSave(state),
+            _RNG: ocp.args.JsonSave(rng_to_json(rng)),
+            _EXTRA: ocp.args.JsonSave(_json_checked(dict(extra or {}))),
+        })
+        return bool(self._manager.save(step, args=args, metrics=metric_blob, force=force))
+
+    def all_steps(self) -> list[int]:
+        """Steps with a complete checkpoint on disk (in-flight saves count once committed)."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The newest complete step, or None."""
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def best_step(self) -> int | None:
+        """The best complete step by `options.best_metric` (the latest when no metric is set)."""
+        self._manager.reload()
+        return self._manager.best_step()
+
+    def restore(self, step: int, abstract_state: Any) -> Restored:
+        """Restore `step` into the shapes, dtypes and shardings of `abstract_state` (resharding as needed)."""
+        target = _checked_abstract(abstract_state)
+        args = ocp.args.Composite(**{
+            _STATE: ocp.args.StandardRestore(target),
+            _RNG: ocp.args.JsonRestore(),
+            _EXTRA: ocp.args.JsonRestore(),
+        })
+        try:
+            out = self._manager.restore(step, args=args)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise ValueError(f"cannot restore checkpoint {self.directory}/{step} into abstract_state: {e}") from e
+        return Restored(step=int(step), state=out[_STATE], rng=rng_from_json(out[_RNG]), extra=dict(out[_EXTRA]))
+
+    def restore_latest(self, abstract_state: Any) -> Restored | None:
+        """Restore the newest complete checkpoint into `abstract_state`'s shardings; None when there is none."""
+        self.wait_until_finished()
+        step = self.latest_step()
+        return None if step is None else self.restore(step, abstract_state)
+
+    def wait_until_finished(self) -> None:
+        """Block until the in-flight async save (if any) is committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release orbax's threads."""
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
