@@ -169,7 +169,7 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) ->
     """Zeroed KV cache [L, B, S, Hkv, hd] for `batch` rows of up to `max_len` positions."""
     dt = dtype or dtype_of(cfg.dtype)
     shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)}
+    return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)}  # two buffers: caches are donated
 
 
 def cache_logical_axes() -> Cache:

@@ -1,0 +1,233 @@
+"""The one policy-gradient loss of the RL step; every algorithm variant is an option of
+`PolicyLossConfig` (formulas: ALGORITHMS.md), never a copy of the loss.
+
+The loss leaves as (loss_sum, denominator) and every metric as (sum, count): add them across
+micro-batches and hosts, then divide once. Token-, sequence-mean- and Dr.GRPO-aggregation add exactly
+when micro-batches hold whole sequences. Selections (Clip-Cov, KL-Cov, high-entropy tokens) and the
+covariance are computed per call, i.e. per micro-batch, as ALGORITHMS.md defines them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from vagent_jax.config import require
+from vagent_jax.rl import entropy_control as ec
+from vagent_jax.rl.mismatch import MismatchMode, mismatch_weights
+
+Objective = Literal["ppo_clip", "gspo", "cispo"]
+Aggregation = Literal["token", "seq_mean_token_mean", "seq_sum_const"]
+KLEstimator = Literal["none", "k1", "k3"]
+CovControl = Literal["none", "clip_cov", "kl_cov"]
+Pair = tuple[jax.Array, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyLossConfig:
+    """Static options of `policy_loss` (hashable, so it can be a jit static argument).
+
+    objective: ppo_clip (clip-higher, eps_low/eps_high) | gspo (sequence ratio, gspo_eps_*) |
+      cispo (clipped detached IS weight times log-prob, cispo_eps_*_is; defaults unverified).
+    aggregation: token (DAPO) | seq_mean_token_mean (GRPO) | seq_sum_const (Dr. GRPO, / max_len).
+    kl / kl_coef: penalty to a reference policy. covariance: Clip-Cov / KL-Cov (ppo_clip only).
+    mismatch / mismatch_cap: rollout-train correction, cap C > 1. entropy_top_frac: high-entropy token
+    selection rho in (0, 1], 1 = off.
+    """
+
+    objective: Objective = "ppo_clip"
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    gspo_eps_low: float = 3e-4
+    gspo_eps_high: float = 4e-4
+    cispo_eps_low_is: float = 1.0
+    cispo_eps_high_is: float = 0.28
+    aggregation: Aggregation = "token"
+    kl: KLEstimator = "none"
+    kl_coef: float = 0.0
+    covariance: CovControl = "none"
+    clip_cov_ratio: float = 2e-4
+    clip_cov_low: float = 1.0
+    clip_cov_high: float = 5.0
+    kl_cov_k: float = 2e-3
+    kl_cov_beta: float = 1.0
+    mismatch: MismatchMode = "none"
+    mismatch_cap: float = 2.0
+    entropy_top_frac: float = 1.0
+
+    def validate(self) -> None:
+        """Check names and ranges; every error names the offending key."""
+        for key, tp in (("objective", Objective), ("aggregation", Aggregation), ("kl", KLEstimator),
+                        ("covariance", CovControl), ("mismatch", MismatchMode)):
+            value, known = getattr(self, key), typing.get_args(tp)
+            require(value in known, key, f"{value!r} is not one of {known}")
+        for key in ("eps_low", "eps_high", "gspo_eps_low", "gspo_eps_high", "cispo_eps_low_is", "cispo_eps_high_is"):
+            require(getattr(self, key) >= 0, key, f"a clip bound must be >= 0, got {getattr(self, key)}")
+        require(self.eps_low < 1, "eps_low", f"must be < 1 so that 1 - eps_low > 0, got {self.eps_low}")
+        require(self.gspo_eps_low < 1, "gspo_eps_low", f"must be < 1, got {self.gspo_eps_low}")
+        require(self.cispo_eps_low_is <= 1, "cispo_eps_low_is",
+                f"must be <= 1 (lower bound 1 - eps must not be negative), got {self.cispo_eps_low_is}")
+        require(self.kl_coef >= 0, "kl_coef", f"must be >= 0, got {self.kl_coef}")
+        require(self.kl != "none" or self.kl_coef == 0, "kl_coef",
+                f"is {self.kl_coef} but kl is 'none': pick k1 or k3")
+        require(self.covariance == "none" or self.objective == "ppo_clip", "covariance",
+                f"{self.covariance} applies to the ppo_clip objective only, not {self.objective}")
+        require(0 < self.clip_cov_ratio <= 1, "clip_cov_ratio", f"must be in (0, 1], got {self.clip_cov_ratio}")
+        require(self.clip_cov_low < self.clip_cov_high, "clip_cov_low",
+                f"must be < clip_cov_high, got {self.clip_cov_low} >= {self.clip_cov_high}")
+        require(0 < self.kl_cov_k <= 1, "kl_cov_k", f"must be in (0, 1], got {self.kl_cov_k}")
+        require(self.kl_cov_beta >= 0, "kl_cov_beta", f"must be >= 0, got {self.kl_cov_beta}")
+        require(self.mismatch_cap > 1, "mismatch_cap", f"cap C must be > 1, got {self.mismatch_cap}")
+        require(0 < self.entropy_top_frac <= 1, "entropy_top_frac",
+                f"must be in (0, 1] (1 = off), got {self.entropy_top_frac}")
+
+
+def _check_shapes(logp, old_logp, advantages, mask, **optional) -> None:
+    if logp.ndim != 2:
+        raise ValueError(f"logp must be [B, T], got shape {logp.shape}")
+    for name, x in (("old_logp", old_logp), ("mask", mask), *optional.items()):
+        if x is not None and x.shape != logp.shape:
+            raise ValueError(f"{name} shape {x.shape} differs from logp shape {logp.shape}")
+    if advantages.shape != logp.shape[:1]:
+        raise ValueError(f"advantages must be [B] = {logp.shape[:1]}, got shape {advantages.shape}")
+
+
+def _pg_token_loss(cfg, log_ratio, logp, adv, m, kl_cov_sel):
+    """Per-token policy-gradient loss [B, T] and (clip_low, clip_high) indicator masks."""
+    ratio = jnp.exp(log_ratio)
+    if cfg.objective == "ppo_clip" and cfg.covariance == "kl_cov":
+        # KL-Cov: -A rho everywhere, + beta |logp - logp_old| on the selected tokens; no clipping.
+        loss = -adv * ratio + jnp.where(kl_cov_sel, cfg.kl_cov_beta * jnp.abs(log_ratio), 0.0)
+        none = jnp.zeros_like(m, bool)
+        return loss, none, none
+    if cfg.objective == "cispo":
+        lo, hi = 1.0 - cfg.cispo_eps_low_is, 1.0 + cfg.cispo_eps_high_is
+        weight = jax.lax.stop_gradient(jnp.clip(ratio, lo, hi))
+        return -weight * adv * logp, ratio < lo, ratio > hi
+    if cfg.objective == "gspo":
+        lo, hi = 1.0 - cfg.gspo_eps_low, 1.0 + cfg.gspo_eps_high
+        seq_log = (m * log_ratio).sum(1, keepdims=True) / jnp.maximum(m.sum(1, keepdims=True), 1.0)
+        ratio = jnp.broadcast_to(jnp.exp(seq_log), m.shape)  # s_i on every token of response i
+    else:
+        lo, hi = 1.0 - cfg.eps_low, 1.0 + cfg.eps_high
+    loss = jnp.maximum(-adv * ratio, -adv * jnp.clip(ratio, lo, hi))
+    return loss, (ratio < lo) & (adv < 0), (ratio > hi) & (adv > 0)
+
+
+def _aggregate(x: jax.Array, w: jax.Array, aggregation: str, max_len: int | None) -> Pair:
+    """(sum, denominator) of per-token values x [B, T] under token weights w [B, T]."""
+    if aggregation == "token":
+        return (w * x).sum(), w.sum()
+    per_seq = (w * x).sum(1)
+    n_tok = w.sum(1)
+    n_seq = (n_tok > 0).sum().astype(jnp.float32)
+    if aggregation == "seq_mean_token_mean":
+        return (per_seq / jnp.maximum(n_tok, 1.0)).sum(), n_seq
+    return per_seq.sum() / max_len, n_seq
+
+
+def policy_loss(
+    logp: jax.Array,
+    old_logp: jax.Array,
+    advantages: jax.Array,
+    mask: jax.Array,
+    *,
+    cfg: PolicyLossConfig,
+    rollout_logp: jax.Array | None = None,
+    ref_logp: jax.Array | None = None,
+    entropy: jax.Array | None = None,
+    key: jax.Array | None = None,
+    entropy_coef: jax.Array | float = 0.0,
+    max_len: int | None = None,
+) -> tuple[jax.Array, jax.Array, dict[str, Pair]]:
+    """RL policy loss as (loss_sum, denominator, metrics); the loss is loss_sum / denominator.
+
+    Per valid token: l = w_mis * (1 - detached) * pg + kl_coef * KL_ref - entropy_coef * H, where pg is
+    the objective's token loss (ppo_clip: -min(rho A, clip(rho, 1-eps_low, 1+eps_high) A); gspo: the same
+    with s_i = exp(mean_t log rho) on all tokens of response i; cispo: -sg(clip(rho, 1-eps_low_is,
+    1+eps_high_is)) A log pi), w_mis the detached TIS/MIS weight, detached the Clip-Cov pick, KL_ref
+    k1 = logp - ref or k3 = exp(ref - logp) - (ref - logp) - 1. Aggregation: token -> sum l / #tokens;
+    seq_mean_token_mean -> sum_i mean_t l / #sequences; seq_sum_const -> sum_i (sum_t l / max_len) /
+    #sequences (sequences with no counted token are left out of #sequences).
+    High-entropy selection (entropy_top_frac < 1) drops all but the top fraction of valid tokens by
+    entropy from every term, and the denominator (token counts) counts only the kept tokens.
+
+    Shapes: logp, old_logp, mask, rollout_logp, ref_logp, entropy [B, T]; advantages [B]. mask is 1 on
+    policy-generated tokens only. entropy_coef may be traced (the adaptive controller drives it).
+    Metrics, each (sum, count): loss, pg_loss, clip_frac_low/high (clip active, over counted tokens),
+    approx_kl (k3 of old vs new: rho - 1 - log rho), cov_mean, entropy, kl_ref, frac_detached (Clip-Cov /
+    KL-Cov picks), frac_masked and tis_weight_mean (mismatch), frac_kept (high-entropy selection).
+    """
+    logp, old_logp = jnp.asarray(logp), jnp.asarray(old_logp)
+    advantages, mask = jnp.asarray(advantages, jnp.float32), jnp.asarray(mask)
+    _check_shapes(logp, old_logp, advantages, mask, rollout_logp=rollout_logp, ref_logp=ref_logp, entropy=entropy)
+    if cfg.aggregation == "seq_sum_const" and (max_len is None or max_len <= 0):
+        raise ValueError(f"aggregation 'seq_sum_const' needs max_len > 0 (the generation limit), got {max_len}")
+    if cfg.mismatch != "none" and rollout_logp is None:
+        raise ValueError(f"mismatch '{cfg.mismatch}' needs rollout_logp [B, T] from the sampler")
+    if cfg.kl != "none" and ref_logp is None:
+        raise ValueError(f"kl '{cfg.kl}' needs ref_logp [B, T] from the reference policy")
+    if cfg.covariance == "clip_cov" and key is None:
+        raise ValueError("covariance 'clip_cov' needs a PRNG key (random pick of the tokens to detach)")
+    no_bonus = isinstance(entropy_coef, (int, float)) and entropy_coef == 0
+    if entropy is None and (cfg.entropy_top_frac < 1 or not no_bonus):
+        raise ValueError("entropy [B, T] is required by entropy_top_frac < 1 and by a nonzero entropy_coef")
+
+    valid = mask > 0
+    m = valid.astype(jnp.float32)
+    old = jax.lax.stop_gradient(jnp.where(valid, old_logp, 0.0))
+    lp = jnp.where(valid, logp, 0.0)
+    log_ratio = lp - old
+    adv = advantages[:, None]
+    n_valid = m.sum()
+
+    cov = ec.token_covariance(lp, advantages, valid)
+    kl_cov_sel = ec.kl_cov_mask(cov, valid, cfg.kl_cov_k) if cfg.covariance == "kl_cov" else None
+    pg, clip_low, clip_high = _pg_token_loss(cfg, log_ratio, lp, adv, m, kl_cov_sel)
+    metrics: dict[str, Pair] = {}
+
+    if cfg.covariance == "clip_cov":
+        detached = ec.clip_cov_mask(cov, valid, key, cfg.clip_cov_ratio, cfg.clip_cov_low, cfg.clip_cov_high)
+        pg = jnp.where(detached, 0.0, pg)
+        metrics["frac_detached"] = (detached.sum().astype(jnp.float32), n_valid)
+    elif cfg.covariance == "kl_cov":
+        metrics["frac_detached"] = (kl_cov_sel.sum().astype(jnp.float32), n_valid)
+
+    if cfg.mismatch != "none":
+        w_mis = mismatch_weights(old_logp, rollout_logp, mask, cfg.mismatch, cfg.mismatch_cap)
+        pg = w_mis * pg
+        if cfg.mismatch == "tis":
+            metrics["tis_weight_mean"] = ((m * w_mis).sum(), n_valid)
+        else:
+            metrics["frac_masked"] = ((m * (w_mis == 0)).sum(), n_valid)
+
+    kept = m
+    if cfg.entropy_top_frac < 1:
+        kept = ec.top_fraction_mask(entropy, valid, cfg.entropy_top_frac).astype(jnp.float32)
+        metrics["frac_kept"] = (kept.sum(), n_valid)
+
+    total = pg
+    if cfg.kl != "none":
+        d = jnp.where(valid, ref_logp, 0.0) - lp
+        kl_ref = -d if cfg.kl == "k1" else jnp.exp(d) - d - 1.0
+        total = total + cfg.kl_coef * kl_ref
+        metrics["kl_ref"] = ((m * kl_ref).sum(), n_valid)
+    if entropy is not None:
+        ent = jnp.where(valid, entropy, 0.0)
+        total = total - entropy_coef * ent
+        metrics["entropy"] = ((m * jax.lax.stop_gradient(ent)).sum(), n_valid)
+
+    loss_sum, denom = _aggregate(total, kept, cfg.aggregation, max_len)
+    metrics["loss"] = (loss_sum, denom)
+    metrics["pg_loss"] = _aggregate(pg, kept, cfg.aggregation, max_len)
+    n_kept = kept.sum()
+    metrics["clip_frac_low"] = ((kept * clip_low).sum(), n_kept)
+    metrics["clip_frac_high"] = ((kept * clip_high).sum(), n_kept)
+    sg_lr = jax.lax.stop_gradient(log_ratio)
+    metrics["approx_kl"] = ((m * (jnp.exp(sg_lr) - 1.0 - sg_lr)).sum(), n_valid)
+    metrics["cov_mean"] = (cov.sum(), n_valid)
+    metrics = {k: (jax.lax.stop_gradient(s), jax.lax.stop_gradient(c)) for k, (s, c) in metrics.items()}
+    return loss_sum, denom, metrics

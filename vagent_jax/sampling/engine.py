@@ -1,0 +1,246 @@
+"""DecodeEngine: B slots on device with a KV cache, continuous batching, multi-turn resume.
+
+The host submits prompts (token ids) and observation continuations; `step()` admits waiting requests into
+free slots with one batched prefill per shape bucket, runs one jitted chunk of decode steps, and returns the
+turns that ended (stop token, stop sequence, per-turn budget, cache end, DeepConf low confidence, NaN
+logits). A finished slot takes a new request without recompiling: prefill shapes are bucketed to powers of
+two (rows and tokens), so a run compiles at most log2(B) * log2(S) prefill programs plus one decode chunk;
+`compiled_programs` counts them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections import deque
+from typing import Any, Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vagent_jax.config import require
+from vagent_jax.kernels.sampling import SamplingConfig
+from vagent_jax.models.config import ModelConfig
+from vagent_jax.models.transformer import dtype_of
+from vagent_jax.sampling.engine_steps import REASONS, StepConsts, decode_chunk, init_state, prefill
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Decode engine shape and stopping rules."""
+
+    batch_slots: int = 64
+    max_len: int = 512  # cache positions per slot: prompt + every turn + observations
+    max_new_tokens: int = 256  # per assistant turn
+    chunk_steps: int = 16  # decode steps per jitted chunk (host sees finished turns between chunks)
+    min_prefill_bucket: int = 16
+    sampling: SamplingConfig = SamplingConfig()
+    impl: Literal["reference", "pallas"] = "reference"
+    deepconf_window: int = 64  # tokens in DeepConf's sliding window (paper: 2048)
+    cache_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+    def validate(self, vocab_size: int | None = None) -> None:
+        """Reject impossible shapes, naming the key."""
+        require(self.batch_slots >= 1, "engine.batch_slots", f"must be >= 1, got {self.batch_slots}")
+        require(self.max_len >= 2, "engine.max_len", f"must be >= 2, got {self.max_len}")
+        require(1 <= self.max_new_tokens < self.max_len, "engine.max_new_tokens",
+                f"must be in [1, max_len={self.max_len}), got {self.max_new_tokens}")
+        require(self.chunk_steps >= 1, "engine.chunk_steps", f"must be >= 1, got {self.chunk_steps}")
+        require(self.deepconf_window >= 1, "engine.deepconf_window", "must be >= 1")
+        self.sampling.validate(vocab_size)
+
+
+@dataclasses.dataclass
+class TurnEnd:
+    """An assistant turn that ended: its generated tokens and why it stopped."""
+
+    request_id: Any
+    reason: str
+    tokens: list[int]
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """Everything a slot produced: all tokens (prompt, turns, observations) and per-token stats.
+
+    gen_mask marks tokens the policy generated (the only ones any loss may use); logprob is under the
+    temperature-1 policy, sample_logprob under the sampling distribution; entropy/confidence as sampled.
+    """
+
+    request_id: Any
+    tokens: np.ndarray
+    gen_mask: np.ndarray
+    logprob: np.ndarray
+    sample_logprob: np.ndarray
+    entropy: np.ndarray
+    confidence: np.ndarray
+    reason: str
+
+    @property
+    def num_generated(self) -> int:
+        """Number of policy-generated tokens."""
+        return int(self.gen_mask.sum())
+
+
+def _bucket(n: int, lo: int, hi: int) -> int:
+    return min(max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1))))), hi)
+
+
+class DecodeEngine:
+    """Slot-based batched decoding over one params pytree (shared with training, never copied)."""
+
+    def __init__(self, params: Any, model_cfg: ModelConfig, cfg: EngineConfig, stop_token_ids: Sequence[int],
+                 stop_sequences: Sequence[Sequence[int]] = (), seed: int = 0):
+        cfg.validate(model_cfg.vocab_size)
+        self.params, self.model_cfg, self.cfg = params, model_cfg, cfg
+        B, S = cfg.batch_slots, cfg.max_len
+        cache_dtype = None if cfg.cache_dtype == "auto" else dtype_of(cfg.cache_dtype)
+        self.state = init_state(model_cfg, B, S, cache_dtype)
+        m = max([len(s) for s in stop_sequences] + [1])
+        seqs = np.full((len(stop_sequences), m), -1, np.int32)
+        for i, s in enumerate(stop_sequences):
+            seqs[i, m - len(s):] = s
+        T, k, p, mp = cfg.sampling.row_arrays(B)
+        self.consts = StepConsts(T, k, p, mp, jnp.asarray(list(stop_token_ids) or [-1], jnp.int32),
+                                 jnp.asarray(seqs), jnp.asarray(cfg.max_new_tokens, jnp.int32))
+        static = dict(cfg=model_cfg, conf_k=cfg.sampling.conf_k, window=cfg.deepconf_window, impl=cfg.impl)
+        self._prefill = jax.jit(functools.partial(prefill, **static), donate_argnums=(1,))
+        self._decode = jax.jit(functools.partial(decode_chunk, steps=cfg.chunk_steps, **static),
+                               donate_argnums=(1,))
+        self._key = jax.random.key(seed)
+        self._calls = 0
+        self._shapes: set[tuple] = set()
+        self._slot_of: dict[Any, int] = {}
+        self._req_of: dict[int, Any] = {}
+        self._turn_start = np.zeros(B, np.int64)
+        self._pos = np.zeros(B, np.int64)  # host mirror of each slot's position after its last step
+        self._running: set[int] = set()
+        self._pending: deque = deque()  # (request_id, ids, fresh, threshold)
+
+    # ----- requests -------------------------------------------------------------------------------------
+    @property
+    def free_slots(self) -> int:
+        """Slots not holding a request (running or waiting for an observation), minus queued fresh requests."""
+        queued = sum(1 for r in self._pending if r[2])
+        return self.cfg.batch_slots - len(self._slot_of) - queued
+
+    @property
+    def compiled_programs(self) -> int:
+        """Distinct (program, shape bucket) pairs used so far: bounded by the bucketing."""
+        return len(self._shapes)
+
+    def submit(self, request_id: Any, prompt_ids: Sequence[int], threshold: float | None = None) -> None:
+        """Queue a new trajectory; it is admitted into a free slot at the next `step`."""
+        if len(prompt_ids) == 0:
+            raise ValueError(f"request {request_id!r}: empty prompt")
+        if len(prompt_ids) > self.cfg.max_len - 1:
+            raise ValueError(f"request {request_id!r}: prompt of {len(prompt_ids)} tokens does not fit the cache "
+                             f"(engine.max_len={self.cfg.max_len})")
+        if request_id in self._slot_of or any(r[0] == request_id for r in self._pending):
+            raise ValueError(f"request {request_id!r} is already in the engine")
+        self._pending.append((request_id, list(prompt_ids), True, -np.inf if threshold is None else threshold))
+
+    def resume(self, request_id: Any, suffix_ids: Sequence[int]) -> None:
+        """Continue a stopped turn: the last sampled token plus `suffix_ids` (an observation) are prefilled."""
+        slot = self._slot_of[request_id]
+        if slot in self._running:
+            raise ValueError(f"request {request_id!r} is still decoding")
+        last = int(jax.device_get(self.state["last"][slot]))
+        self._pending.append((request_id, [last] + list(suffix_ids), False, None))
+
+    def finish(self, request_id: Any) -> Trajectory:
+        """Collect the slot's whole trajectory and free the slot."""
+        slot = self._slot_of.pop(request_id)
+        del self._req_of[slot]
+        self._running.discard(slot)
+        n = int(self._pos[slot]) + 1
+        get = lambda k: np.asarray(jax.device_get(self.state[k][slot, :n]))  # noqa: E731
+        reason = REASONS[int(jax.device_get(self.state["reason"][slot]))]
+        return Trajectory(request_id, get("tokens"), get("gen_mask"), get("logprob"), get("sample_logprob"),
+                          get("entropy"), get("confidence"), reason)
+
+    # ----- the loop -------------------------------------------------------------------------------------
+    def _next_key(self) -> jax.Array:
+        self._calls += 1
+        return jax.random.fold_in(self._key, self._calls)
+
+    def _admit(self) -> None:
+        """Prefill waiting requests (fresh ones only into free slots), grouped by token bucket."""
+        B, S = self.cfg.batch_slots, self.cfg.max_len
+        free = [s for s in range(B) if s not in self._req_of]
+        batch = []
+        keep: deque = deque()
+        while self._pending:
+            rid, ids, fresh, thr = self._pending.popleft()
+            if fresh:
+                if not free:
+                    keep.append((rid, ids, fresh, thr))
+                    continue
+                slot = free.pop(0)
+                self._slot_of[rid], self._req_of[slot] = slot, rid
+                start = 0
+            else:
+                slot = self._slot_of[rid]
+                start = int(self._pos[slot])
+                thr = None
+            batch.append((slot, ids, start, fresh, thr))
+        self._pending = keep
+        groups: dict[int, list] = {}
+        for item in batch:
+            P = _bucket(len(item[1]), self.cfg.min_prefill_bucket, S)
+            groups.setdefault(P, []).append(item)
+        for P, items in groups.items():
+            n = _bucket(len(items), 1, B)
+            slots = np.full(n, B, np.int32)
+            toks = np.zeros((n, P), np.int32)
+            lens = np.ones(n, np.int32)
+            starts = np.zeros(n, np.int32)
+            fresh = np.zeros(n, bool)
+            thr = np.full(n, -np.inf, np.float32)
+            cur_thr = np.asarray(jax.device_get(self.state["threshold"]))
+            for i, (slot, ids, start, fr, t) in enumerate(items):
+                if start + len(ids) > S - 1:  # no room for the observation: clip, the slot ends at max_length
+                    ids = ids[: max(1, S - 1 - start)]
+                slots[i], lens[i], starts[i], fresh[i] = slot, len(ids), start, fr
+                toks[i, : len(ids)] = ids
+                thr[i] = t if t is not None else cur_thr[slot]
+                self._turn_start[slot] = start + len(ids)
+            self._shapes.add(("prefill", n, P))
+            self.state = self._prefill(self.params, self.state, jnp.asarray(slots), jnp.asarray(toks),
+                                       jnp.asarray(lens), jnp.asarray(starts), jnp.asarray(fresh),
+                                       jnp.asarray(thr), self._next_key(), self.consts)
+            for slot, *_ in items:
+                self._running.add(slot)
+
+    def step(self) -> list[TurnEnd]:
+        """Admit waiting requests, run one decode chunk if any slot is active, return the turns that ended."""
+        self._admit()
+        if not self._running:
+            return []
+        active = np.asarray(jax.device_get(self.state["active"]))
+        if active.any():
+            self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps))
+            self.state = self._decode(self.params, self.state, self._next_key(), self.consts)
+        active, reason, pos = jax.device_get((self.state["active"], self.state["reason"], self.state["pos"]))
+        self._pos[:] = pos
+        ended = [s for s in self._running if not active[s]]
+        if not ended:
+            return []
+        tokens = np.asarray(jax.device_get(self.state["tokens"]))
+        out = []
+        for s in sorted(ended):
+            self._running.discard(s)
+            a, b = int(self._turn_start[s]), int(pos[s]) + 1
+            out.append(TurnEnd(self._req_of[s], REASONS[int(reason[s])], tokens[s, a:b].tolist()))
+        return out
+
+    def generate(self, prompts: Sequence[Sequence[int]], thresholds: Sequence[float] | None = None) -> list[Trajectory]:
+        """Single-turn convenience: run every prompt to its first stop, more prompts than slots included."""
+        for i, p in enumerate(prompts):
+            self.submit(i, p, None if thresholds is None else thresholds[i])
+        done: dict[int, Trajectory] = {}
+        while len(done) < len(prompts):
+            for t in self.step():
+                done[t.request_id] = self.finish(t.request_id)
+        return [done[i] for i in range(len(prompts))]

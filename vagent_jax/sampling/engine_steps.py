@@ -1,0 +1,163 @@
+"""Device side of the decode engine: the slot state pytree and the two jitted programs on it.
+
+Slot state (B slots, S cache positions), all on device:
+  cache {k, v} [L, B, S, Hkv, hd]; last [B] the sampled token not yet in the cache, at position pos [B];
+  tokens/logprob/sample_logprob/entropy/confidence [B, S] indexed by position; gen_mask [B, S] (1 where the
+  policy generated the token); active [B]; reason [B] (why a slot stopped, see REASONS); turn_len [B] and
+  n_gen [B] (tokens generated this turn / in the whole trajectory); gen_conf [B, S] confidences indexed by
+  generation index and win_sum [B] (sum over the last `window` of them) for DeepConf online stopping;
+  threshold [B] (-inf = off).
+`prefill` writes prompt or observation tokens of some slots into the cache and samples the next token;
+`decode_chunk` runs n single-token steps for all slots, writes only active rows, and stops rows on EOS,
+stop sequences, per-turn budget, cache end, DeepConf confidence or non-finite logits.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vagent_jax.kernels.sampling import sample
+from vagent_jax.models.config import ModelConfig
+from vagent_jax.models.transformer import forward, init_cache
+
+REASONS = {0: "running", 1: "stop_token", 2: "stop_sequence", 3: "max_new_tokens", 4: "max_length",
+           5: "deepconf", 6: "nonfinite"}
+State = dict[str, Any]
+
+
+class StepConsts(NamedTuple):
+    """Per-run constants of the decode loop (device arrays, traced)."""
+
+    temperature: jax.Array  # [B] f32
+    top_k: jax.Array  # [B] i32
+    top_p: jax.Array  # [B] f32
+    min_p: jax.Array  # [B] f32
+    stop_ids: jax.Array  # [n_stop] i32 (pad -1)
+    stop_seqs: jax.Array  # [n_seq, m] i32, right-aligned, left-padded with -1
+    max_new_tokens: jax.Array  # [] i32 per turn
+
+
+def init_state(cfg: ModelConfig, batch: int, max_len: int, cache_dtype: Any = None) -> State:
+    """Empty slots: all inactive, zero cache."""
+    zf = lambda: jnp.zeros((batch, max_len), jnp.float32)  # noqa: E731  (distinct buffers: the state is donated)
+    zi = lambda: jnp.zeros((batch,), jnp.int32)  # noqa: E731
+    return {
+        "cache": init_cache(cfg, batch, max_len, cache_dtype),
+        "last": zi(), "pos": zi(), "active": jnp.zeros((batch,), bool), "reason": zi(),
+        "tokens": jnp.zeros((batch, max_len), jnp.int32), "gen_mask": jnp.zeros((batch, max_len), bool),
+        "logprob": zf(), "sample_logprob": zf(), "entropy": zf(), "confidence": zf(), "gen_conf": zf(),
+        "turn_len": zi(), "n_gen": zi(), "win_sum": jnp.zeros((batch,), jnp.float32),
+        "threshold": jnp.full((batch,), -jnp.inf, jnp.float32),
+    }
+
+
+def _record(st: State, rows: jax.Array, pos: jax.Array, out: Any, ok: jax.Array, window: int) -> State:
+    """Write sampled tokens and their stats at (rows, pos) where ok; update DeepConf window sums."""
+    S = st["tokens"].shape[1]
+    p = jnp.where(ok, pos, S)  # out-of-range index: the write is dropped
+    st = dict(st)
+    for name, val in (("tokens", out.token), ("logprob", out.logprob), ("sample_logprob", out.sample_logprob),
+                      ("entropy", out.entropy), ("confidence", out.confidence)):
+        st[name] = st[name].at[rows, p].set(val.astype(st[name].dtype), mode="drop")
+    st["gen_mask"] = st["gen_mask"].at[rows, p].set(True, mode="drop")
+    g = st["n_gen"][rows]
+    st["gen_conf"] = st["gen_conf"].at[rows, jnp.where(ok, g, S)].set(out.confidence, mode="drop")
+    old = jnp.where(g >= window, st["gen_conf"][rows, jnp.maximum(g - window, 0)], 0.0)
+    st["win_sum"] = st["win_sum"].at[rows].add(jnp.where(ok, out.confidence - old, 0.0))
+    st["n_gen"] = st["n_gen"].at[rows].add(ok.astype(jnp.int32))
+    st["turn_len"] = st["turn_len"].at[rows].add(ok.astype(jnp.int32))
+    return st
+
+
+def _stop_reason(st: State, rows: jax.Array, out: Any, c: StepConsts, window: int) -> jax.Array:
+    """Reason code (0 = keep going) for each of `rows` after its newest token at st['pos'][rows]."""
+    S = st["tokens"].shape[1]
+    pos = st["pos"][rows]
+    tok = out.token
+    r = jnp.zeros_like(tok)
+    hit_seq = jnp.zeros(tok.shape, bool)
+    m = c.stop_seqs.shape[1]
+    if c.stop_seqs.shape[0] > 0:
+        idx = pos[:, None] - (m - 1) + jnp.arange(m)[None]  # [n, m]
+        recent = jnp.where(idx >= 0, st["tokens"][rows[:, None], jnp.clip(idx, 0, S - 1)], -2)
+        gm = jnp.where(idx >= 0, st["gen_mask"][rows[:, None], jnp.clip(idx, 0, S - 1)], False)
+        pad = c.stop_seqs[None] < 0  # [1, n_seq, m]
+        match = (recent[:, None] == c.stop_seqs[None]) & gm[:, None] | pad
+        hit_seq = jnp.any(jnp.all(match, axis=-1), axis=-1)
+    n = st["n_gen"][rows]
+    low_conf = (n >= window) & (st["win_sum"][rows] / window < st["threshold"][rows])
+    r = jnp.where(pos >= S - 1, 4, r)
+    r = jnp.where(st["turn_len"][rows] >= c.max_new_tokens, 3, r)
+    r = jnp.where(low_conf, 5, r)
+    r = jnp.where(hit_seq, 2, r)
+    r = jnp.where(jnp.any(tok[:, None] == c.stop_ids[None], axis=-1), 1, r)
+    return jnp.where(out.nonfinite, 6, r)
+
+
+def prefill(params: Any, st: State, slots: jax.Array, tokens: jax.Array, lengths: jax.Array,
+            starts: jax.Array, fresh: jax.Array, thresholds: jax.Array, key: jax.Array, c: StepConsts, *,
+            cfg: ModelConfig, conf_k: int, window: int, impl: str) -> State:
+    """Write tokens [n, P] (first `lengths` valid) at positions starts.. of `slots` and sample the next token.
+
+    fresh [n]: a new trajectory (counters reset) vs. a continuation after an observation. Padding rows use
+    slot index B (writes dropped). Slots whose prompt leaves no room stop with reason max_length.
+    """
+    B, S = st["tokens"].shape
+    n, P = tokens.shape
+    valid = slots < B
+    rows = jnp.minimum(slots, B - 1)
+    st = dict(st)
+    for name in ("n_gen", "win_sum"):
+        st[name] = st[name].at[slots].set(jnp.where(fresh, 0, st[name][rows]).astype(st[name].dtype), mode="drop")
+    st["turn_len"] = st["turn_len"].at[slots].set(0, mode="drop")
+    st["threshold"] = st["threshold"].at[slots].set(thresholds, mode="drop")
+    st["gen_mask"] = st["gen_mask"].at[slots].set(jnp.where(fresh[:, None], False, st["gen_mask"][rows]), mode="drop")
+    positions = starts[:, None] + jnp.arange(P, dtype=jnp.int32)[None]
+    in_len = jnp.arange(P)[None] < lengths[:, None]
+    sub = {k: v[:, rows] for k, v in st["cache"].items()}
+    logits, sub = forward(params, tokens, jnp.where(in_len, positions, S), cache=sub, cfg=cfg)
+    st["cache"] = {k: st["cache"][k].at[:, slots].set(sub[k], mode="drop") for k in sub}
+    wpos = jnp.where(in_len & valid[:, None], positions, S)
+    st["tokens"] = st["tokens"].at[rows[:, None], wpos].set(tokens, mode="drop")
+    last_logits = logits[jnp.arange(n), jnp.maximum(lengths - 1, 0)]
+    out = sample(last_logits, key, c.temperature[rows], c.top_k[rows], c.top_p[rows], c.min_p[rows],
+                 conf_k=conf_k, impl=impl)
+    end = starts + lengths  # position of the sampled token
+    fits = end <= S - 1
+    ok = valid & fits
+    st = _record(st, rows, end, out, ok, window)
+    st["pos"] = st["pos"].at[slots].set(jnp.where(fits, end, S - 1), mode="drop")
+    st["last"] = st["last"].at[slots].set(out.token, mode="drop")
+    reason = _stop_reason(st, rows, out, c, window)
+    reason = jnp.where(fits, reason, 4)
+    st["reason"] = st["reason"].at[slots].set(reason, mode="drop")
+    st["active"] = st["active"].at[slots].set(reason == 0, mode="drop")
+    return st
+
+
+def decode_chunk(params: Any, st: State, key: jax.Array, c: StepConsts, *, cfg: ModelConfig, steps: int,
+                 conf_k: int, window: int, impl: str) -> State:
+    """Run `steps` single-token decode steps over all slots; inactive rows are computed but not written."""
+    B = st["last"].shape[0]
+    rows = jnp.arange(B)
+
+    def body(st, i):
+        logits, cache = forward(params, st["last"][:, None], st["pos"][:, None], cache=st["cache"], cfg=cfg)
+        out = sample(logits[:, 0], jax.random.fold_in(key, i), c.temperature, c.top_k, c.top_p, c.min_p,
+                     conf_k=conf_k, impl=impl)
+        act = st["active"]
+        st = dict(st, cache=cache)
+        new_pos = st["pos"] + 1
+        st = _record(st, rows, new_pos, out, act, window)
+        st["pos"] = jnp.where(act, new_pos, st["pos"])
+        st["last"] = jnp.where(act, out.token, st["last"])
+        reason = _stop_reason(st, rows, out, c, window)
+        stop = act & (reason > 0)
+        st["reason"] = jnp.where(stop, reason, st["reason"])
+        st["active"] = act & ~stop
+        return st, None
+
+    st, _ = jax.lax.scan(body, st, jnp.arange(steps))
+    return st
