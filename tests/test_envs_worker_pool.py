@@ -1,0 +1,183 @@
+"""The env worker pool: results come back, and every kind of fault costs only its own request."""
+import os
+import signal
+import time
+
+import pytest
+
+from vagent_jax.envs.base import Environment, Message
+from vagent_jax.envs.registry import register_env
+from vagent_jax.envs.tools import Tool
+from vagent_jax.envs.worker_pool import EnvWorkerPool
+
+MARGIN = 0.5
+TOOL_TIMEOUT = 1.0
+
+
+def _sleep(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+def _boom() -> str:
+    raise RuntimeError("tool bug")
+
+
+def _hang_ignoring_alarm() -> str:
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # defeats the in-worker alarm: only the deadline helps
+    time.sleep(60)
+    return "never"
+
+
+def _segfault() -> str:
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return "never"
+
+
+@register_env("pool_test")
+class PoolTestEnv(Environment):
+    """Answers "<answer>ok</answer>" correctly; tools that misbehave in every way the pool must survive."""
+
+    name = "pool_test"
+    max_turns = 3
+    verify_timeout_s = 0.5
+
+    def make_tools(self):
+        none = {"properties": {}}
+        return [
+            Tool("sleep", "", {"properties": {"seconds": {"type": "number"}}}, TOOL_TIMEOUT, _sleep),
+            Tool("boom", "", none, TOOL_TIMEOUT, _boom),
+            Tool("hang", "", none, TOOL_TIMEOUT, _hang_ignoring_alarm),
+            Tool("segv", "", none, TOOL_TIMEOUT, _segfault),
+        ]
+
+    def prompt(self, task):
+        return "say ok"
+
+    def verify(self, task, answer):
+        return answer == "ok", {}
+
+
+def _msgs(turn):
+    return [Message("user", "say ok"), Message("assistant", turn)]
+
+
+def _call(name, **args):
+    import json
+
+    return _msgs(f"<tool_call>{json.dumps({'name': name, 'arguments': args})}</tool_call>")
+
+
+def _drain(pool, n, timeout=15.0):
+    out, end = {}, time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < end:
+        for rid, step in pool.poll(timeout=0.2):
+            out[rid] = (step, time.monotonic())
+    assert len(out) == n, f"only {sorted(out)} of {n} came back"
+    return out
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with EnvWorkerPool(2, env_modules=[__name__], deadline_margin_s=MARGIN) as p:
+        yield p
+
+
+def test_results_and_builtin_envs(pool):
+    pool.submit("a", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
+    pool.submit("b", "pool_test", {}, {}, _msgs("<answer>no</answer>"))
+    pool.submit("c", "arithmetic", {}, {"expression": "2*3", "answer": "6"}, _msgs("<answer>6</answer>"))
+    pool.submit("d", "pool_test", {}, {}, _call("sleep", seconds=0.01))
+    got = _drain(pool, 4)
+    assert got["a"][0].reward.correct and not got["b"][0].reward.correct and got["c"][0].reward.reward == 1.0
+    assert got["d"][0].observation.content.count("slept") == 1 and not got["d"][0].done
+    assert pool.in_flight() == 0
+
+
+def test_bad_submissions_fail_fast(pool):
+    with pytest.raises(KeyError, match="nope"):
+        pool.submit("x", "nope", {}, {}, _msgs("hi"))
+    with pytest.raises(ValueError, match="JSON"):
+        pool.submit("x", "pool_test", {}, {"bad": object()}, _msgs("hi"))
+    pool.submit("dup", "pool_test", {}, {}, _call("sleep", seconds=0.2))
+    with pytest.raises(ValueError, match="already in flight"):
+        pool.submit("dup", "pool_test", {}, {}, _msgs("hi"))
+    _drain(pool, 1)
+
+
+def test_faults_cost_only_their_own_request(pool):
+    before = pool.metrics()
+    t0 = time.monotonic()
+    faults = {"boom": "tool_error", "hang": "timeout", "segv": "worker_died"}
+    for name in faults:
+        pool.submit(name, "pool_test", {}, {}, _call(name))
+    pool.submit("soft_hang", "pool_test", {}, {}, _call("sleep", seconds=30))  # stopped by the in-worker alarm
+    for i in range(4):
+        pool.submit(f"ok{i}", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
+    got = _drain(pool, 8)
+    for name, tag in faults.items():
+        step = got[name][0]
+        assert step.done and step.reward.reward == 0.0 and step.error == tag, (name, step)
+    assert got["soft_hang"][0].error == "timeout"
+    for i in range(4):
+        assert got[f"ok{i}"][0].reward.correct
+    # nothing waited longer than its deadline (tool timeout + verify timeout + margin), plus queueing
+    budget = TOOL_TIMEOUT + PoolTestEnv.verify_timeout_s + MARGIN
+    assert got["hang"][1] - t0 < 2 * budget + 1.0
+    m = pool.metrics()
+    assert m["errors/tool_error"] - before.get("errors/tool_error", 0) == 1
+    assert m["errors/timeout"] - before.get("errors/timeout", 0) == 2
+    assert m["errors/worker_died"] - before.get("errors/worker_died", 0) == 1
+    assert m["workers_replaced"] - before.get("workers_replaced", 0) == 2  # segfault + hard hang
+
+
+def test_killed_worker_is_replaced(pool):
+    pool.submit("victim", "pool_test", {}, {}, _call("sleep", seconds=0.8))
+    pool.submit("bystander", "pool_test", {}, {}, _call("sleep", seconds=0.3))
+    time.sleep(0.2)
+    pids = pool.worker_pids()
+    os.kill(pids[0], signal.SIGKILL)
+    got = _drain(pool, 2)
+    errors = sorted(s.error or "ok" for s, _ in got.values())
+    assert errors == ["ok", "worker_died"]
+    assert pool.worker_pids()[0] != pids[0]
+    pool.submit("after", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
+    assert _drain(pool, 1)["after"][0].reward.correct
+
+
+def test_sandboxed_python_through_pool(pool):
+    pool.submit("py", "python", {"wall_s": 1.0, "cpu_s": 1}, {"family": "divisors", "params": {"n": 12}, "answer": "6"},
+                _call("python", code="import time\nprint(6)\ntime.sleep(30)"))
+    step = _drain(pool, 1)["py"][0]
+    assert not step.done and "6" in step.observation.content and "wall-clock timeout" in step.observation.content
+
+
+def test_rejects_fork_start_method():
+    with pytest.raises(ValueError, match="never 'fork'"):
+        EnvWorkerPool(1, start_method="fork")
+
+
+def test_sandbox_of_a_killed_worker_is_reaped(pool):
+    from vagent_jax.envs import sandbox
+
+    def live_sandbox_pids():
+        return [pid for uid, pid in sandbox._uids_in_range()
+                if any(p == pid and not z for p, z in sandbox._uid_processes(uid))]
+
+    pool.submit("orphan", "python", {"wall_s": 20.0}, {"family": "divisors", "params": {"n": 12}, "answer": "6"},
+                _call("python", code="import time\ntime.sleep(60)"))
+    end = time.monotonic() + 5
+    while not live_sandbox_pids() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert live_sandbox_pids(), "sandbox never started"
+    for pid in pool.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    step = _drain(pool, 1)["orphan"][0]
+    assert step.error == "worker_died"
+    if os.geteuid() == 0:
+        assert live_sandbox_pids() == []
+    # the other worker died while idle: the next request must not be lost to it
+    pool.submit("next1", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
+    pool.submit("next2", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
+    got = _drain(pool, 2)
+    assert all(s.reward.correct for s, _ in got.values())
