@@ -89,6 +89,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build the frozen dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
@@ -98,6 +105,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in fields:
             raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(fields))})")
+        default = fields[k].default
+        if isinstance(v, dict) and dataclasses.is_dataclass(default):
+            v = _deep_merge(dataclasses.asdict(default), v)  # a partial section keeps the field's own default
         kwargs[k] = _coerce(v, hints[k], key)
     try:
         obj = cls(**kwargs)

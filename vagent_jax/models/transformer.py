@@ -78,7 +78,9 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-                 positions: jax.Array, cache: Cache | None) -> tuple[jax.Array, Cache | None]:
+                 positions: jax.Array, cache: Cache | None, layer: jax.Array | int = 0
+                 ) -> tuple[jax.Array, Cache | None]:
+        """cache: the whole [L, B, S, Hkv, hd] cache; this layer writes and reads its slice `layer`."""
         cfg = self.cfg
         D, H, K, hd, F = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
         cd = dtype_of(cfg.dtype)
@@ -111,10 +113,12 @@ class Block(nn.Module):
         if cache is not None:
             B = x.shape[0]
             rows = jnp.arange(B)[:, None]
-            ck = cache["k"].at[rows, positions].set(k.astype(cache["k"].dtype), mode="drop")
-            cv = cache["v"].at[rows, positions].set(v.astype(cache["v"].dtype), mode="drop")
+            # Writing into the full cache carried through the layer scan updates it in place; scanning
+            # per-layer slices in and out would copy the whole cache every step.
+            ck = cache["k"].at[layer, rows, positions].set(k.astype(cache["k"].dtype), mode="drop")
+            cv = cache["v"].at[layer, rows, positions].set(v.astype(cache["v"].dtype), mode="drop")
             new_cache = {"k": ck, "v": cv}
-            k, v = ck.astype(cd), cv.astype(cd)
+            k, v = ck[layer].astype(cd), cv[layer].astype(cd)
 
         B, T = q.shape[:2]
         qg = q.reshape(B, T, K, H // K, hd)
@@ -203,15 +207,16 @@ def hidden_states(params: Params, tokens: jax.Array, positions: jax.Array,
     mask = attention_mask(positions, segment_ids, None if cache is None else cache["k"].shape[2])
     block = Block(cfg)
 
-    def layer(x, inputs):
-        layer_params, layer_cache = inputs
-        return block.apply({"params": layer_params}, x, cos, sin, mask, positions, layer_cache)
+    def layer(carry, inputs):
+        x, c = carry
+        layer_params, i = inputs
+        return block.apply({"params": layer_params}, x, cos, sin, mask, positions, c, i), None
 
     if cfg.remat == "full":
         layer = jax.checkpoint(layer)
     elif cfg.remat == "dots":
         layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-    x, new_cache = jax.lax.scan(layer, x, (params["layers"], cache))
+    (x, new_cache), _ = jax.lax.scan(layer, (x, cache), (params["layers"], jnp.arange(cfg.n_layers)))
     return _rms_norm(x, params["final_norm"], cfg.rms_eps), new_cache
 
 
