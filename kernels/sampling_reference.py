@@ -1,0 +1,264 @@
+"""Pure-jnp reference of the fused sampling op, plus the pieces the Pallas kernel shares with it.
+
+The reference is the specification: it materialises [B, V] float32 arrays freely. The kernel
+(`sampling_pallas.py`) must return the same tokens and, within float32 rounding, the same numbers. To get
+identical tokens both draw their Gumbel noise from `gumbel_noise`, a counter-based hash of
+(per-row seed, vocabulary index), and both apply the truncation through the per-row logit threshold
+computed by `admission_threshold`.
+
+Semantics, per row b with logits x (cast to float32), temperature T, truncation (top_k, top_p, min_p):
+  greedy       T == 0: token = argmax x (first index on ties); truncation is ignored (argmax survives it).
+  sampling     q = softmax(x / T) truncated to the admitted set A = {v : x_v >= tau_b, x_v > -inf} and
+               renormalised; token = argmax_{v in A} (x_v / T + G_v), G_v ~ Gumbel(0, 1) (Gumbel-max trick).
+  logprob      log softmax(x)[token] at temperature 1 (what the RL importance ratio uses).
+  sample_logprob  log q[token] = x_tok/T - logsumexp_{v in A}(x_v/T); 0.0 for greedy rows.
+  entropy      H(softmax(x/T)) before truncation, = -sum_v p_v log p_v; greedy rows use T = 1.
+  confidence   DeepConf C = -(1/k) sum_{j<=k} log P(j) over the k = conf_k largest T=1 probabilities;
+               tokens with a -inf logit (probability 0) are left out of the mean (k counts the rest).
+  nonfinite    the row holds a NaN or +inf logit, or no finite logit at all. -inf alone is a valid mask.
+               Such a row returns token 0 and 0.0 for every float output; other rows are unaffected.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_GOLDEN = np.uint32(0x9E3779B9)
+_M1 = np.uint32(0x85EBCA6B)
+_M2 = np.uint32(0xC2B2AE35)
+_ROW_SALT = np.uint32(0x632BE5AB)
+TOP_P_CANDIDATES = 256  # logits examined for top-k/top-p before falling back to a full sort
+
+
+class SampleOutput(NamedTuple):
+    """Per-row results of `sample` (B rows; N = num_top_logprobs)."""
+
+    token: jax.Array  # [B] int32
+    logprob: jax.Array  # [B] f32, log softmax(logits)[token] at T = 1
+    sample_logprob: jax.Array  # [B] f32, log-prob under the tempered, truncated distribution
+    entropy: jax.Array  # [B] f32, entropy of softmax(logits / T) before truncation
+    confidence: jax.Array  # [B] f32, DeepConf token confidence over the top conf_k tokens
+    top_logprobs: jax.Array  # [B, N] f32, T = 1 log-probs, descending
+    top_ids: jax.Array  # [B, N] int32
+    nonfinite: jax.Array  # [B] bool
+
+
+def fmix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3 32-bit finaliser on uint32 arrays: a bijection with full avalanche."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * _M1
+    h = h ^ (h >> np.uint32(13))
+    h = h * _M2
+    return h ^ (h >> np.uint32(16))
+
+
+def row_seeds(key: jax.Array, num_rows: int) -> jax.Array:
+    """[num_rows] uint32 per-row seeds from a PRNG key: fmix32(fmix32(row + salt) ^ seed).
+
+    Rows are numbered locally; a caller that shards rows across devices must fold the shard index into
+    `key` first, or rows on different shards would share noise.
+    """
+    seed = jax.random.bits(key, (), jnp.uint32)
+    rows = jnp.arange(num_rows, dtype=jnp.uint32)
+    return fmix32(fmix32(rows + _ROW_SALT) ^ seed)
+
+
+def gumbel_noise(seed: jax.Array, col: jax.Array) -> jax.Array:
+    """Gumbel(0,1) noise for (row seed, vocabulary index), usable inside a Pallas kernel.
+
+    h = fmix32(fmix32(col * golden ^ seed) + seed); u = (h >> 8 + 0.5) / 2^24 in (0, 1);
+    G = -log(-log u). The 24-bit grid bounds G to [-2.85, 17.3] (tail mass ~3e-8 cut off).
+    seed: uint32 broadcastable to col; col: int32 vocabulary indices.
+    """
+    h = fmix32((col.astype(jnp.uint32) * _GOLDEN) ^ seed)
+    h = fmix32(h + seed)
+    u = ((h >> np.uint32(8)).astype(jnp.int32).astype(jnp.float32) + 0.5) * np.float32(2.0**-24)
+    return -jnp.log(-jnp.log(u))
+
+
+def nonfinite_rows(x: jax.Array) -> jax.Array:
+    """[B] bool: the row has a NaN or +inf logit, or no finite logit (all -inf)."""
+    bad = jnp.any(jnp.isnan(x) | (x == jnp.inf), axis=-1)
+    return bad | jnp.all(x == -jnp.inf, axis=-1)
+
+
+def inverse_temperature(temperature: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(greedy [B] bool, inv_t [B] f32): greedy where T == 0, inv_t = 1/T there else 1 (T = 1 for entropy)."""
+    greedy = temperature <= 0.0
+    inv_t = jnp.where(greedy, 1.0, 1.0 / jnp.where(greedy, 1.0, temperature)).astype(jnp.float32)
+    return greedy, inv_t
+
+
+def _sorted_threshold(x: jax.Array, inv_t: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """[B] logit threshold of top-k then top-p (on the tempered, top-k-renormalised probabilities)."""
+    _, vocab = x.shape
+    xs = -jnp.sort(-x, axis=-1)  # [B, V] descending
+    pos = jnp.arange(vocab, dtype=jnp.int32)[None, :]
+    k_eff = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab).astype(jnp.int32)
+    in_k = pos < k_eff[:, None]
+    z = jnp.where(in_k, xs * inv_t[:, None], -jnp.inf)
+    p = jax.nn.softmax(z, axis=-1)
+    before = jnp.cumsum(p, axis=-1) - p  # probability mass strictly before each position
+    keep = in_k & (before < top_p[:, None])
+    n_keep = jnp.where(top_p >= 1.0, k_eff, jnp.maximum(jnp.sum(keep, axis=-1), 1))
+    return jnp.take_along_axis(xs, (n_keep - 1)[:, None], axis=-1)[:, 0]
+
+
+def _candidate_threshold(
+    x: jax.Array, inv_t: jax.Array, top_k: jax.Array, top_p: jax.Array, candidates: int
+) -> tuple[jax.Array, jax.Array]:
+    """Top-k/top-p threshold from the `candidates` largest logits only: ([B] tau, [B] bool exact).
+
+    A row is exact when its top-k set fits in the candidates (top_k <= C), or when it has no top-k and
+    the candidates already hold top_p of the tempered mass (normalised by the full-row logsumexp), so
+    the top-p prefix ends inside them.
+    """
+    _, vocab = x.shape
+    vals, _ = jax.lax.top_k(x, candidates)  # [B, C] descending
+    pos = jnp.arange(candidates, dtype=jnp.int32)[None, :]
+    k_eff = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab).astype(jnp.int32)
+    fits = k_eff <= candidates
+    in_k = pos < k_eff[:, None]
+    z = jnp.where(in_k, vals * inv_t[:, None], -jnp.inf)
+    lse_full = jax.nn.logsumexp(x * inv_t[:, None], axis=-1)
+    lse = jnp.where(fits, jax.nn.logsumexp(z, axis=-1), lse_full)
+    p = jnp.exp(z - lse[:, None])
+    before = jnp.cumsum(p, axis=-1) - p
+    keep = in_k & (before < top_p[:, None])
+    n_keep = jnp.where(top_p >= 1.0, jnp.minimum(k_eff, candidates), jnp.maximum(jnp.sum(keep, axis=-1), 1))
+    tau = jnp.take_along_axis(vals, (n_keep - 1)[:, None], axis=-1)[:, 0]
+    no_cut = (top_k <= 0) & (top_p >= 1.0)
+    exact = fits | no_cut | ((k_eff == vocab) & (top_p < 1.0) & (jnp.sum(p, axis=-1) >= top_p))
+    return jnp.where(no_cut, -jnp.inf, tau), exact
+
+
+def admission_threshold(
+    x: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, min_p: jax.Array,
+    *, candidates: int = TOP_P_CANDIDATES,
+) -> jax.Array:
+    """[B] f32 threshold tau: a token is admitted iff x_v >= tau (and x_v > -inf); -inf = no truncation.
+
+    Order as in common samplers: temperature, top-k, top-p (smallest prefix of the descending tempered
+    probabilities, renormalised after top-k, whose mass reaches top_p), min-p (q_v >= min_p * q_max, i.e.
+    x_v >= max x + T log min_p; it commutes with renormalisation). tau = max of the three thresholds.
+    Cost and exactness: when some sampling row has top_k > 0 or top_p < 1, the threshold comes from the
+    `candidates` largest logits (lax.top_k); if any such row is not decided exactly by them (top_k > C,
+    or a nucleus larger than C tokens) the batch falls back to a full sort (lax.cond). Ties at the
+    boundary admit every token equal to tau (so > k tokens can pass top-k on exact ties), and the top-p
+    boundary is decided on a float32 cumulative sum. Greedy rows get -inf. The logits are read only
+    when some sampling row truncates (a max for min-p, lax.top_k for top-k/top-p).
+    """
+    greedy, inv_t = inverse_temperature(temperature)
+    no_threshold = lambda: jnp.full_like(x[:, 0], -jnp.inf)  # noqa: E731  full_like keeps shard_map's axes
+    tau_min_p = jax.lax.cond(
+        jnp.any(~greedy & (min_p > 0.0)),
+        lambda: jnp.where(min_p > 0.0, jnp.max(x, axis=-1) + jnp.log(jnp.maximum(min_p, 1e-30)) / inv_t, -jnp.inf),
+        no_threshold,
+    )
+    truncating = ~greedy & ((top_k > 0) | (top_p < 1.0))
+    candidates = min(candidates, x.shape[1])
+
+    def from_candidates():
+        tau, exact = _candidate_threshold(x, inv_t, top_k, top_p, candidates)
+        return jax.lax.cond(
+            jnp.all(exact | ~truncating), lambda: tau, lambda: _sorted_threshold(x, inv_t, top_k, top_p))
+
+    tau_sorted = jax.lax.cond(jnp.any(truncating), from_candidates, no_threshold)
+    tau = jnp.maximum(tau_sorted, tau_min_p)
+    return jnp.where(greedy, -jnp.inf, tau).astype(jnp.float32)
+
+
+def finish(
+    *,
+    token: jax.Array,
+    x_tok: jax.Array,
+    lse1: jax.Array,
+    entropy: jax.Array,
+    lse_admitted: jax.Array,
+    top_vals: jax.Array,
+    top_ids: jax.Array,
+    greedy: jax.Array,
+    inv_t: jax.Array,
+    bad: jax.Array,
+    conf_k: int,
+    num_top_logprobs: int,
+) -> SampleOutput:
+    """Assemble SampleOutput from per-row statistics (shared by reference and kernel).
+
+    top_vals/top_ids: [B, >= max(conf_k, N)] T=1 logits, any order, ties holding their lowest ids;
+    confidence = lse1 - mean of the finite values among the top conf_k. Ids of -inf entries are unspecified.
+    """
+    k_all = max(conf_k, num_top_logprobs)
+    # descending value, ascending id among equal values (as lax.top_k over the full row orders them)
+    neg_vals, ids = jax.lax.sort((-top_vals, top_ids.astype(jnp.int32)), dimension=-1, num_keys=2)
+    vals, ids = -neg_vals[:, :k_all], ids[:, :k_all]
+    conf_vals = vals[:, :conf_k]
+    finite = conf_vals > -jnp.inf
+    count = jnp.maximum(jnp.sum(finite, axis=-1), 1).astype(jnp.float32)
+    confidence = lse1 - jnp.sum(jnp.where(finite, conf_vals, 0.0), axis=-1) / count
+    sample_logprob = jnp.where(greedy, 0.0, x_tok * inv_t - lse_admitted)
+    top_lp = vals[:, :num_top_logprobs] - lse1[:, None]
+    top_id = ids[:, :num_top_logprobs].astype(jnp.int32)
+
+    def clean(v: jax.Array) -> jax.Array:
+        mask = bad.reshape(bad.shape + (1,) * (v.ndim - 1))
+        return jnp.where(mask, jnp.zeros_like(v), v)
+
+    return SampleOutput(
+        token=clean(token.astype(jnp.int32)),
+        logprob=clean(x_tok - lse1),
+        sample_logprob=clean(sample_logprob),
+        entropy=clean(entropy),
+        confidence=clean(confidence),
+        top_logprobs=clean(top_lp),
+        top_ids=clean(top_id),
+        nonfinite=bad,
+    )
+
+
+def sample_reference(
+    logits: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    top_k: jax.Array,
+    top_p: jax.Array,
+    min_p: jax.Array,
+    *,
+    conf_k: int = 20,
+    num_top_logprobs: int = 0,
+) -> SampleOutput:
+    """Sample one token per row of logits [B, V] and return its statistics (module docstring), in plain jnp."""
+    x = logits.astype(jnp.float32)
+    batch, vocab = x.shape
+    bad = nonfinite_rows(x)
+    greedy, inv_t = inverse_temperature(temperature)
+    tau = admission_threshold(x, temperature, top_k, top_p, min_p)
+    col = jnp.arange(vocab, dtype=jnp.int32)[None, :]
+    noise = gumbel_noise(row_seeds(key, batch)[:, None], col)
+
+    z = x * inv_t[:, None]
+    admitted = (x >= tau[:, None]) & (x > -jnp.inf)
+    race = jnp.where(greedy[:, None], x, z + noise)
+    race = jnp.where(admitted, race, -jnp.inf)
+    # argmax as max + first matching index: XLA:CPU runs a fused variadic argmax reduce element by
+    # element (the Gumbel noise then costs ~30 ns/logit); two plain reductions vectorise
+    best = jnp.max(race, axis=-1, keepdims=True)
+    token = jnp.min(jnp.where(race == best, col, vocab), axis=-1)
+    token = jnp.where(token == vocab, 0, token).astype(jnp.int32)  # a row of NaN / -inf matches nothing
+    x_tok = jnp.take_along_axis(x, token[:, None], axis=-1)[:, 0]
+
+    lse1 = jax.nn.logsumexp(x, axis=-1)
+    lse_t = jax.nn.logsumexp(z, axis=-1)
+    p = jnp.exp(z - lse_t[:, None])
+    entropy = -jnp.sum(jnp.where(x > -jnp.inf, p * (z - lse_t[:, None]), 0.0), axis=-1)
+    lse_admitted = jax.nn.logsumexp(jnp.where(admitted, z, -jnp.inf), axis=-1)
+
+    top_vals, top_ids = jax.lax.top_k(x, max(conf_k, num_top_logprobs))
+    return finish(
+        token=token, x_tok=x_tok, lse1=lse1, entropy=entropy, lse_admitted=lse_admitted,
+        top_vals=top_vals, top_ids=top_ids, greedy=greedy, inv_t=inv_t, bad=bad,
+        conf_k=conf_k, num_top_logprobs=num_top_logprobs,
+    )
