@@ -5,12 +5,12 @@ free slots with one batched prefill per shape bucket, runs one jitted chunk of d
 turns that ended (stop token, stop sequence, per-turn budget, cache end, DeepConf low confidence, NaN
 logits). A finished slot takes a new request without recompiling: prefill shapes are bucketed to powers of
 two (rows and tokens), so a run compiles at most log2(B) * log2(S) prefill programs plus one decode chunk;
-`compiled_programs` counts them.
+`compiled_programs` counts them. The jitted programs live at module level (engine_steps), so a new engine
+with the same static settings reuses what an earlier one compiled.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections import deque
 from typing import Any, Literal, Sequence
@@ -23,7 +23,8 @@ from vagent_jax.config import require
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import dtype_of
-from vagent_jax.sampling.engine_steps import REASONS, StepConsts, decode_chunk, init_state, prefill
+from vagent_jax.sampling.engine_steps import (REASONS, StepConsts, decode_chunk_jit, init_state, prefill_jit,
+                                              slot_row_jit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,11 @@ class EngineConfig:
         require(1 <= self.max_new_tokens < self.max_len, "engine.max_new_tokens",
                 f"must be in [1, max_len={self.max_len}), got {self.max_new_tokens}")
         require(self.chunk_steps >= 1, "engine.chunk_steps", f"must be >= 1, got {self.chunk_steps}")
-        require(self.deepconf_window >= 1, "engine.deepconf_window", "must be >= 1")
+        require(self.min_prefill_bucket >= 1, "engine.min_prefill_bucket", f"must be >= 1, got {self.min_prefill_bucket}")
+        require(self.deepconf_window >= 1, "engine.deepconf_window", f"must be >= 1, got {self.deepconf_window}")
+        require(self.impl in ("reference", "pallas"), "engine.impl", f"must be 'reference' or 'pallas', got {self.impl!r}")
+        require(self.cache_dtype in ("auto", "float32", "bfloat16"), "engine.cache_dtype",
+                f"must be 'auto', 'float32' or 'bfloat16', got {self.cache_dtype!r}")
         self.sampling.validate(vocab_size)
 
 
@@ -83,6 +88,15 @@ class Trajectory:
         return int(self.gen_mask.sum())
 
 
+def _check_ids(ids: Sequence[int], vocab: int, what: str) -> list[int]:
+    """Token ids as a list of ints in [0, vocab), or a ValueError naming `what`."""
+    out = [int(t) for t in ids]
+    bad = [t for t in out if not 0 <= t < vocab]
+    if bad:
+        raise ValueError(f"{what}: token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+    return out
+
+
 def _bucket(n: int, lo: int, hi: int) -> int:
     return min(max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1))))), hi)
 
@@ -93,6 +107,11 @@ class DecodeEngine:
     def __init__(self, params: Any, model_cfg: ModelConfig, cfg: EngineConfig, stop_token_ids: Sequence[int],
                  stop_sequences: Sequence[Sequence[int]] = (), seed: int = 0):
         cfg.validate(model_cfg.vocab_size)
+        V = model_cfg.vocab_size
+        stop_token_ids = _check_ids(stop_token_ids, V, "stop_token_ids")
+        stop_sequences = [_check_ids(s, V, f"stop_sequences[{i}]") for i, s in enumerate(stop_sequences)]
+        if any(len(s) == 0 for s in stop_sequences):
+            raise ValueError("stop_sequences: an empty stop sequence would stop every turn at once")
         self.params, self.model_cfg, self.cfg = params, model_cfg, cfg
         B, S = cfg.batch_slots, cfg.max_len
         cache_dtype = None if cfg.cache_dtype == "auto" else dtype_of(cfg.cache_dtype)
@@ -102,19 +121,18 @@ class DecodeEngine:
         for i, s in enumerate(stop_sequences):
             seqs[i, m - len(s):] = s
         T, k, p, mp = cfg.sampling.row_arrays(B)
-        self.consts = StepConsts(T, k, p, mp, jnp.asarray(list(stop_token_ids) or [-1], jnp.int32),
-                                 jnp.asarray(seqs), jnp.asarray(cfg.max_new_tokens, jnp.int32))
-        static = dict(cfg=model_cfg, conf_k=cfg.sampling.conf_k, window=cfg.deepconf_window, impl=cfg.impl)
-        self._prefill = jax.jit(functools.partial(prefill, **static), donate_argnums=(1,))
-        self._decode = jax.jit(functools.partial(decode_chunk, steps=cfg.chunk_steps, **static),
-                               donate_argnums=(1,))
+        self.consts = StepConsts(T, k, p, mp, jnp.asarray(stop_token_ids or [-1], jnp.int32),
+                                 jnp.asarray(seqs), jnp.asarray(cfg.max_new_tokens, jnp.int32),
+                                 jnp.asarray(cfg.deepconf_window, jnp.int32))
+        self._static = dict(cfg=model_cfg, conf_k=cfg.sampling.conf_k, impl=cfg.impl)
         self._key = jax.random.key(seed)
         self._calls = 0
         self._shapes: set[tuple] = set()
         self._slot_of: dict[Any, int] = {}
         self._req_of: dict[int, Any] = {}
         self._turn_start = np.zeros(B, np.int64)
-        self._pos = np.zeros(B, np.int64)  # host mirror of each slot's position after its last step
+        self._pos = np.zeros(B, np.int64)  # host mirrors of each slot's position and pending token
+        self._last = np.zeros(B, np.int64)  # after the last step
         self._running: set[int] = set()
         self._pending: deque = deque()  # (request_id, ids, fresh, threshold)
 
@@ -134,31 +152,42 @@ class DecodeEngine:
         """Queue a new trajectory; it is admitted into a free slot at the next `step`."""
         if len(prompt_ids) == 0:
             raise ValueError(f"request {request_id!r}: empty prompt")
+        prompt_ids = _check_ids(prompt_ids, self.model_cfg.vocab_size, f"request {request_id!r} prompt")
         if len(prompt_ids) > self.cfg.max_len - 1:
             raise ValueError(f"request {request_id!r}: prompt of {len(prompt_ids)} tokens does not fit the cache "
                              f"(engine.max_len={self.cfg.max_len})")
         if request_id in self._slot_of or any(r[0] == request_id for r in self._pending):
             raise ValueError(f"request {request_id!r} is already in the engine")
-        self._pending.append((request_id, list(prompt_ids), True, -np.inf if threshold is None else threshold))
+        self._pending.append((request_id, prompt_ids, True, -np.inf if threshold is None else float(threshold)))
+
+    def _stopped_slot(self, request_id: Any, action: str) -> int:
+        """The slot of a request whose turn has ended (not queued, decoding, or already resumed)."""
+        if any(r[0] == request_id for r in self._pending):
+            raise ValueError(f"cannot {action} request {request_id!r}: it is still waiting to be prefilled")
+        if request_id not in self._slot_of:
+            raise ValueError(f"cannot {action} unknown request {request_id!r} (never submitted or already finished)")
+        slot = self._slot_of[request_id]
+        if slot in self._running:
+            raise ValueError(f"cannot {action} request {request_id!r}: it is still decoding")
+        return slot
 
     def resume(self, request_id: Any, suffix_ids: Sequence[int]) -> None:
         """Continue a stopped turn: the last sampled token plus `suffix_ids` (an observation) are prefilled."""
-        slot = self._slot_of[request_id]
-        if slot in self._running:
-            raise ValueError(f"request {request_id!r} is still decoding")
-        last = int(jax.device_get(self.state["last"][slot]))
-        self._pending.append((request_id, [last] + list(suffix_ids), False, None))
+        slot = self._stopped_slot(request_id, "resume")
+        suffix = _check_ids(suffix_ids, self.model_cfg.vocab_size, f"request {request_id!r} observation")
+        self._pending.append((request_id, [int(self._last[slot])] + suffix, False, None))
 
     def finish(self, request_id: Any) -> Trajectory:
-        """Collect the slot's whole trajectory and free the slot."""
+        """Collect the slot's whole trajectory and free the slot (only between turns, never mid-decode)."""
+        self._stopped_slot(request_id, "finish")
         slot = self._slot_of.pop(request_id)
         del self._req_of[slot]
         self._running.discard(slot)
         n = int(self._pos[slot]) + 1
-        get = lambda k: np.asarray(jax.device_get(self.state[k][slot, :n]))  # noqa: E731
-        reason = REASONS[int(jax.device_get(self.state["reason"][slot]))]
+        row = jax.device_get(slot_row_jit(self.state, jnp.asarray(slot, jnp.int32)))
+        get = lambda k: np.asarray(row[k][:n])  # noqa: E731
         return Trajectory(request_id, get("tokens"), get("gen_mask"), get("logprob"), get("sample_logprob"),
-                          get("entropy"), get("confidence"), reason)
+                          get("entropy"), get("confidence"), REASONS[int(row["reason"])])
 
     # ----- the loop -------------------------------------------------------------------------------------
     def _next_key(self) -> jax.Array:
@@ -207,9 +236,9 @@ class DecodeEngine:
                 thr[i] = t if t is not None else cur_thr[slot]
                 self._turn_start[slot] = start + len(ids)
             self._shapes.add(("prefill", n, P))
-            self.state = self._prefill(self.params, self.state, jnp.asarray(slots), jnp.asarray(toks),
-                                       jnp.asarray(lens), jnp.asarray(starts), jnp.asarray(fresh),
-                                       jnp.asarray(thr), self._next_key(), self.consts)
+            self.state = prefill_jit(self.params, self.state, jnp.asarray(slots), jnp.asarray(toks),
+                                     jnp.asarray(lens), jnp.asarray(starts), jnp.asarray(fresh),
+                                     jnp.asarray(thr), self._next_key(), self.consts, **self._static)
             for slot, *_ in items:
                 self._running.add(slot)
 
@@ -221,9 +250,11 @@ class DecodeEngine:
         active = np.asarray(jax.device_get(self.state["active"]))
         if active.any():
             self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps))
-            self.state = self._decode(self.params, self.state, self._next_key(), self.consts)
-        active, reason, pos = jax.device_get((self.state["active"], self.state["reason"], self.state["pos"]))
-        self._pos[:] = pos
+            self.state = decode_chunk_jit(self.params, self.state, self._next_key(), self.consts,
+                                          steps=self.cfg.chunk_steps, **self._static)
+        active, reason, pos, last = jax.device_get(
+            (self.state["active"], self.state["reason"], self.state["pos"], self.state["last"]))
+        self._pos[:], self._last[:] = pos, last
         ended = [s for s in self._running if not active[s]]
         if not ended:
             return []
