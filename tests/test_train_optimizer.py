@@ -1,7 +1,6 @@
 """Optimizer: schedule values from the formula, config errors, weight-decay mask, AdamW update by hand."""
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

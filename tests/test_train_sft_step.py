@@ -123,6 +123,7 @@ def test_from_params_and_batch_errors(one_device, step_1dev, base_params):
     with pytest.raises(ValueError, match=r"final_norm.*\(3,\)"):
         train_state_from_params(bad, CFG, OPT, one_device)
     batch = make_batch()
+    assert "tensor<8x16xi32>" in step_1dev.lower(copy, batch).as_text()  # AOT lowering path
     with pytest.raises(ValueError, match="missing keys \\['segment_ids'\\]"):
         step_1dev(copy, {k: v for k, v in batch.items() if k != "segment_ids"})
     with pytest.raises(ValueError, match="not divisible by micro_batches=2"):

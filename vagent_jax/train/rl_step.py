@@ -148,8 +148,7 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
         return jax.jit(step, in_shardings=(s_shard, b_shard, replicated, replicated, ref_shard),
                        out_shardings=(s_shard, replicated), donate_argnums=0)
 
-    def rl_step(state: TrainState, batch: dict[str, Any], key: jax.Array, entropy_coef: Any = 0.0,
-                ref_params: Any = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    def variant(batch: dict[str, Any], ref_params: Any) -> tuple[Any, dict[str, Any]]:
         check_batch(batch, RL_REQUIRED, RL_OPTIONAL, PER_ROW, micro_batches, mesh, "RL")
         if loss_cfg.mismatch != "none" and "rollout_logp" not in batch:
             raise ValueError(f"RL batch: loss mismatch '{loss_cfg.mismatch}' needs batch['rollout_logp']")
@@ -159,7 +158,17 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
         sig = (tuple(sorted(full)), ref_params is not None)
         if sig not in variants:
             variants[sig] = build(*sig)
-        return variants[sig](state, full, key, jnp.asarray(entropy_coef, jnp.float32), ref_params)
+        return variants[sig], full
 
-    rl_step.variants = variants  # type: ignore[attr-defined]
+    def rl_step(state: TrainState, batch: dict[str, Any], key: jax.Array, entropy_coef: Any = 0.0,
+                ref_params: Any = None) -> tuple[TrainState, dict[str, jax.Array]]:
+        fn, full = variant(batch, ref_params)
+        return fn(state, full, key, jnp.asarray(entropy_coef, jnp.float32), ref_params)
+
+    def lower(state: Any, batch: dict[str, Any], key: Any, entropy_coef: Any = 0.0, ref_params: Any = None) -> Any:
+        """Lower the step for these (abstract or concrete) inputs, for ahead-of-time compilation."""
+        fn, full = variant(batch, ref_params)
+        return fn.lower(state, full, key, jnp.asarray(entropy_coef, jnp.float32), ref_params)
+
+    rl_step.lower = lower  # type: ignore[attr-defined]
     return rl_step

@@ -59,7 +59,8 @@ def make_sft_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh
     state donated. batch: tokens, positions, segment_ids (int32) and loss_mask (0/1 or float), all
     [B, T]; B must be divisible by micro_batches and B / micro_batches by the data x fsdp devices.
     Metrics (fp32 scalars): loss, tokens (summed loss weight), entropy, grad_norm, lr, skipped.
-    Remat follows model_cfg.remat. The returned function has `.jitted` for AOT lowering.
+    Remat follows model_cfg.remat. `.lower(state, batch)` (arrays or ShapeDtypeStructs) lowers it for
+    ahead-of-time compilation, e.g. for a TPU topology.
     """
     if micro_batches < 1:
         raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
@@ -83,5 +84,9 @@ def make_sft_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh
         check_batch(batch, SFT_BATCH_KEYS, (), (), micro_batches, mesh, "SFT")
         return jitted(state, dict(batch))
 
-    run.jitted = jitted  # type: ignore[attr-defined]
+    def lower(state: Any, batch: dict[str, Any]) -> Any:
+        check_batch(batch, SFT_BATCH_KEYS, (), (), micro_batches, mesh, "SFT")
+        return jitted.lower(state, dict(batch))
+
+    run.lower = lower  # type: ignore[attr-defined]
     return run

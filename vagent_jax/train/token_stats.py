@@ -23,7 +23,9 @@ def _chunk_stats(h: jax.Array, w: jax.Array, targets: jax.Array) -> tuple[jax.Ar
     logits = jnp.einsum("btd,dv->btv", h, w, preferred_element_type=jnp.float32)
     logz = jax.nn.logsumexp(logits, axis=-1)
     logp_all = logits - logz[..., None]
-    logp = jnp.take_along_axis(logp_all, targets[..., None], axis=-1)[..., 0]
+    # select-and-sum instead of a gather: stays a local reduction when V is sharded over `tensor`
+    hit = jnp.arange(logits.shape[-1], dtype=targets.dtype) == targets[..., None]
+    logp = jnp.sum(jnp.where(hit, logp_all, 0.0), axis=-1)
     entropy = logz - jnp.sum(jnp.exp(logp_all) * logits, axis=-1)
     return logp, entropy
 
