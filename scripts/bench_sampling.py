@@ -6,6 +6,8 @@ each beside two machine figures measured in the same run: the fp32 matmul peak (
 best of several) and the streaming rate of a jitted row-sum over the same logits (the read floor).
 Also timed: the op with top_p = 0.95 on flat logits (full-sort fallback) and on peaked ones (candidates).
 Prints a table; with --json prints one JSON object instead.
+Part (b), with --engine: the decode engine vs transformers' generate at the same batch (scripts/bench_engine.py,
+which also runs on its own); its results go under the "engine" key.
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--vocab", type=int, nargs="+", default=[32768, 151936])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--engine", action="store_true", help="also run part (b): scripts/bench_engine.py")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or min(args.vocab) < 1:
         parser.error("--batch, --repeats and every --vocab must be >= 1")
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [bench_vocab(args.batch, v, args.repeats) for v in args.vocab]
     result = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
               "matmul_peak_gflops": peak / 1e9, "target_ratio": 1.10, "results": rows}
+    if args.engine:
+        result["engine"] = _engine_part(args.batch)
     if args.json:
         print(json.dumps(result))
         return result
@@ -98,7 +103,23 @@ def main(argv: list[str] | None = None) -> dict:
         ms += [r[k] * 1e3 for k in ("tracking_top_p_sort_s", "tracking_top_p_candidates_s", "row_sum_s")]
         cells = (r["vocab"], *ms, r["categorical_gbps"], r["tracking_gbps"], r["row_sum_gbps"])
         print("  ".join(f"{c:>14}" if isinstance(c, int) else f"{c:>14.3f}" for c in cells))
+    if args.engine:
+        import bench_engine  # scripts/ is on sys.path (see _engine_part)
+
+        print()
+        bench_engine.print_table(result["engine"])
     return result
+
+
+def _engine_part(batch: int) -> dict:
+    """Part (b): run scripts/bench_engine.py's benchmark (engine vs transformers) at this batch."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_engine
+
+    return bench_engine.run_engine_benchmark(batch=batch)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,180 @@
+"""Benchmark the decode engine against transformers' generate on the same weights (greedy, same token count).
+
+Policy: a ModelConfig preset (default PRESETS["4m"]) with random weights, written with save_hf_checkpoint and
+loaded by transformers' AutoModelForCausalLM (torch, CPU, fp32). Both decode the same B random prompts of
+P tokens greedily for exactly G new tokens (engine: no stop tokens, max_new_tokens = G; transformers:
+min_new_tokens = max_new_tokens = G, no EOS). Each side is warmed up once (the engine's compiles happen
+there), then timed end to end (prefill included) several times; the best run counts.
+  tokens/s   B * G / seconds;  ratio = engine tokens/s / transformers tokens/s (goal >= 5).
+  MFU        2 * N FLOPs per generated token (N = ModelConfig.num_non_embedding_params: every matmul
+             weight, lm head included; attention over the cache not counted) / the fp32 matmul peak
+             measured in this run (jitted n x n x n jnp.dot, 2 n^3 FLOPs, best of several).
+  agreement  fraction of generated tokens on which the two greedy outputs agree (random weights give
+             near-flat logits, so near-ties can diverge a row after its first difference).
+Prints a table; with --json prints one JSON object.
+
+Usage: python scripts/bench_engine.py [--preset 4m] [--batch 64] [--prompt-len 32] [--new-tokens 128] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vagent_jax.kernels.sampling import SamplingConfig  # noqa: E402
+from vagent_jax.models.config import PRESETS  # noqa: E402
+from vagent_jax.models.hf_io import save_hf_checkpoint  # noqa: E402
+from vagent_jax.models.transformer import init_params  # noqa: E402
+from vagent_jax.sampling.engine import DecodeEngine, EngineConfig  # noqa: E402
+
+
+def best_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """(best wall seconds over `repeats` calls, last result); the caller has warmed fn up."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def fp32_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
+    """fp32 FLOP/s of a jitted n x n x n jnp.dot: 2 n^3 / best time."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, b))
+    t, _ = best_seconds(lambda: jax.block_until_ready(dot(a, b)), repeats)
+    return 2.0 * n**3 / t
+
+
+def bench_engine(params: Any, cfg: Any, prompts: np.ndarray, new_tokens: int, chunk_steps: int,
+                 repeats: int) -> tuple[float, np.ndarray, int]:
+    """(best seconds, generated tokens [B, G], compiled programs) for DecodeEngine.generate, greedy."""
+    B, P = prompts.shape
+    ecfg = EngineConfig(batch_slots=B, max_len=P + new_tokens + 1, max_new_tokens=new_tokens,
+                        chunk_steps=chunk_steps, min_prefill_bucket=P, sampling=SamplingConfig(temperature=0.0))
+    engine = DecodeEngine(params, cfg, ecfg, stop_token_ids=())
+    rows = prompts.tolist()
+    engine.generate(rows)  # warm-up: compiles the prefill bucket and the decode chunk
+    t, trajs = best_seconds(lambda: engine.generate(rows), repeats)
+    if any(tr.reason != "max_new_tokens" or tr.num_generated != new_tokens for tr in trajs):
+        raise RuntimeError("engine: a row did not generate exactly --new-tokens tokens")
+    return t, np.stack([tr.tokens[P:] for tr in trajs]), engine.compiled_programs
+
+
+def bench_transformers(ckpt: str, prompts: np.ndarray, new_tokens: int, repeats: int) -> tuple[float, np.ndarray]:
+    """(best seconds, generated tokens [B, G]) for transformers' greedy generate on torch CPU fp32."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    ids = torch.tensor(prompts, dtype=torch.long)
+    kw = dict(attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
+              min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model.generate(ids, **kw)
+
+    run()  # warm-up
+    t, out = best_seconds(run, repeats)
+    gen = out[:, prompts.shape[1]:].numpy()
+    if gen.shape != (prompts.shape[0], new_tokens):
+        raise RuntimeError(f"transformers: generated shape {gen.shape}, expected {(prompts.shape[0], new_tokens)}")
+    return t, gen
+
+
+def run_engine_benchmark(preset: str = "4m", batch: int = 64, prompt_len: int = 32, new_tokens: int = 128,
+                         chunk_steps: int = 32, repeats: int = 3, with_transformers: bool = True) -> dict:
+    """Measure both generators and the matmul peak in this process; return the result dict."""
+    import torch
+
+    cfg = PRESETS[preset]
+    params = jax.jit(init_params, static_argnums=0)(cfg, jax.random.key(0))
+    prompts = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, prompt_len))
+    flops_per_token = 2.0 * cfg.num_non_embedding_params
+    peak = fp32_matmul_peak()
+    t_eng, gen_eng, programs = bench_engine(params, cfg, prompts, new_tokens, chunk_steps, repeats)
+    n_tok = batch * new_tokens
+    res: dict[str, Any] = {
+        "backend": jax.default_backend(), "device": str(jax.devices()[0]), "preset": preset,
+        "params": cfg.num_params, "flops_per_token": flops_per_token, "batch": batch, "prompt_len": prompt_len,
+        "new_tokens": new_tokens, "chunk_steps": chunk_steps, "matmul_peak_gflops": peak / 1e9,
+        "engine_s": t_eng, "engine_tokens_per_s": n_tok / t_eng,
+        "engine_mfu": n_tok * flops_per_token / t_eng / peak, "engine_compiled_programs": programs,
+        "torch_threads": torch.get_num_threads(), "target_ratio": 5.0,
+    }
+    if with_transformers:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_hf_checkpoint(tmp, params, cfg)
+            t_hf, gen_hf = bench_transformers(tmp, prompts, new_tokens, repeats)
+        res.update({
+            "transformers_s": t_hf, "transformers_tokens_per_s": n_tok / t_hf,
+            "transformers_mfu": n_tok * flops_per_token / t_hf / peak,
+            "ratio_engine_vs_transformers": t_hf / t_eng,
+            "token_agreement": float((gen_eng == gen_hf).mean()),
+            "first_token_agreement": float((gen_eng[:, 0] == gen_hf[:, 0]).mean()),
+        })
+    peak_after = fp32_matmul_peak()  # the machine is shared: keep the larger figure as the peak
+    if peak_after > peak:
+        res["matmul_peak_gflops"] = peak_after / 1e9
+        for side in ("engine", "transformers"):
+            if f"{side}_mfu" in res:
+                res[f"{side}_mfu"] *= peak / peak_after
+    return res
+
+
+def print_table(r: dict) -> None:
+    """Human-readable summary of run_engine_benchmark's result."""
+    print(f"backend {r['backend']}  preset {r['preset']} ({r['params'] / 1e6:.2f}M params)  B={r['batch']}  "
+          f"prompt {r['prompt_len']}  new {r['new_tokens']}  fp32 matmul peak {r['matmul_peak_gflops']:.1f} GFLOP/s")
+    print(f"{'generator':>14} {'seconds':>9} {'tokens/s':>10} {'MFU':>7}")
+    sides = [("engine", "engine")] + ([("transformers", "transformers")] if "transformers_s" in r else [])
+    for name, k in sides:
+        print(f"{name:>14} {r[k + '_s']:>9.3f} {r[k + '_tokens_per_s']:>10.0f} {r[k + '_mfu']:>7.1%}")
+    if "ratio_engine_vs_transformers" in r:
+        print(f"ratio engine/transformers {r['ratio_engine_vs_transformers']:.2f}x (goal >= {r['target_ratio']:.0f}x); "
+              f"greedy token agreement {r['token_agreement']:.1%} (first token {r['first_token_agreement']:.1%})")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse arguments, run, print a table or one JSON object, return the result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="4m", choices=sorted(PRESETS))
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--chunk-steps", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-transformers", action="store_true", help="time the engine only")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    for name in ("batch", "prompt_len", "new_tokens", "chunk_steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    r = run_engine_benchmark(args.preset, args.batch, args.prompt_len, args.new_tokens, args.chunk_steps,
+                             args.repeats, not args.no_transformers)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print_table(r)
+    return r
+
+
+if __name__ == "__main__":
+    main()
