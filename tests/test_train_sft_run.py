@@ -1,0 +1,101 @@
+"""`vagent sft`: runs end to end from a YAML config, resumes exactly after SIGKILL, stops on NaN streaks,
+rejects bad config keys, JSONL demonstrations with a malformed record, and unwritable output dirs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from vagent_jax.cli import main
+from vagent_jax.sharding import MeshConfig, make_mesh
+from vagent_jax.train.policy_dir import load_policy
+from vagent_jax.train.sft_run import batch_for_step
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16",
+        "model.d_ff=64", "tasks.num_tasks=48", "batch_size=4", "seq_len=192", "log_every=1", "num_devices=1"]
+
+
+def _cli(args: list[str], data_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "vagent_jax.cli", *args, f"tasks.data_dir={data_dir}"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _params(run_dir: Path, step: int | None = None) -> list[np.ndarray]:
+    mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
+    return [np.asarray(x) for x in jax.tree.leaves(load_policy(run_dir, mesh, step).params)]
+
+
+def test_batch_order_is_a_per_epoch_permutation() -> None:
+    order = [batch_for_step(s, 5, seed=3) for s in range(15)]
+    for e in range(3):
+        assert sorted(order[5 * e:5 * e + 5]) == list(range(5))
+    assert order[:5] != order[5:10] or order[5:10] != order[10:15]
+    assert order == [batch_for_step(s, 5, seed=3) for s in range(15)]
+
+
+def test_sigkill_then_resume_is_bitwise_equal(tmp_path: Path) -> None:
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text("steps: 30\nsave_every: 4\noptimizer:\n  total_steps: 30\n  warmup_steps: 2\n")
+    data = tmp_path / "data"
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    subprocess.run(_cli(["sft", str(cfg), f"out_dir={full}", *TINY], data), env=_env(), check=True,
+                   capture_output=True, cwd=ROOT, timeout=300)
+    proc = subprocess.Popen(_cli(["sft", str(cfg), f"out_dir={cut}", *TINY], data), env=_env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (cut / "checkpoints" / "8").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = sorted(int(p.name) for p in (cut / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and max(steps) < 30, f"the run was not cut short: {steps}"
+    r = subprocess.run(_cli(["sft", str(cfg), f"out_dir={cut}", "--resume", *TINY], data), env=_env(),
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["resumed_from"] > 0
+    for a, b in zip(_params(full), _params(cut)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_key_and_bad_type_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("stepz: 3\n")
+    assert main(["sft", str(cfg)]) == 2
+    assert "stepz" in capsys.readouterr().err
+    cfg.write_text("optimizer:\n  lr: fast\n")
+    assert main(["sft", str(cfg)]) == 2
+    assert "optimizer.lr" in capsys.readouterr().err
+
+
+def test_malformed_jsonl_demo_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n{not json\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"demos: jsonl\ndemos_path: {demos}\nout_dir: {tmp_path / 'o'}\n")
+    assert main(["sft", str(cfg), "num_devices=1"]) == 2
+    err = capsys.readouterr().err
+    assert "demos.jsonl" in err and "2" in err
+
+
+def test_unwritable_out_dir_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"  # a path under a regular file cannot be created, even by root
+    blocker.write_text("")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"out_dir: {blocker / 'x'}\n")
+    with pytest.raises(SystemExit, match="a_file/x.*not writable"):
+        main(["sft", str(cfg)])

@@ -1,0 +1,194 @@
+"""`vagent sft CONFIG`: supervised fine-tuning on demonstration trajectories, resumable exactly.
+
+Demonstrations are an environment's own solutions of its training tasks (`demos: env`) or chat records
+from a JSONL file (`demos: jsonl`, each line {"messages": [{"role", "content"}, ...]}; `vagent distill`
+writes such a file from verifier-passing rollouts). The loss is on assistant tokens only (mask from the
+chat template). Examples are packed once; step s reads batch perm_e[s mod n] with perm_e a seeded
+permutation per epoch e, so the data order is a pure function of (seed, step) and a resumed run is
+bitwise the uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import numpy as np
+
+from vagent_jax.chat_template import render_chat
+from vagent_jax.config import require
+from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
+from vagent_jax.data.task_source import TaskConfig, train_tasks
+from vagent_jax.models.config import ModelConfig
+from vagent_jax.sharding import MeshConfig
+from vagent_jax.tokenizer import Tokenizer, check_vocab_fits, load_tokenizer
+from vagent_jax.tokenizer_train import train_sentencepiece
+from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
+from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
+from vagent_jax.train.optimizer import OptimizerConfig
+from vagent_jax.train.packing import pack_examples
+from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, read_policy_meta, write_policy_meta
+from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, save_on_interrupt
+from vagent_jax.train.sft_step import make_sft_step
+from vagent_jax.train.train_state import create_train_state, train_state_from_params
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    """The run's tokenizer: an existing file/dir (`path`), or SentencePiece trained on the demo text."""
+
+    path: str | None = None
+    vocab_size: int = 512
+    template: Literal["chatml", "llama3"] = "chatml"
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    """A `vagent sft` recipe (configs/sft_*.yaml)."""
+
+    out_dir: str = "runs/sft"
+    seed: int = 0
+    tasks: TaskConfig = TaskConfig()
+    demos: Literal["env", "jsonl"] = "env"
+    demos_path: str | None = None
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig(vocab_size=512, d_model=128, n_layers=3, n_heads=4, n_kv_heads=2,
+                                     head_dim=32, d_ff=384, max_seq_len=512)
+    init_from: str | None = None  # a vagent run directory whose newest checkpoint starts this run
+    steps: int = 300
+    batch_size: int = 16
+    seq_len: int = 256
+    micro_batches: int = 1
+    optimizer: OptimizerConfig = OptimizerConfig(lr=2e-3, warmup_steps=20, total_steps=300, weight_decay=0.01)
+    mesh: MeshConfig = MeshConfig()
+    num_devices: int = 0  # 0 = all
+    checkpoint: CheckpointOptions = CheckpointOptions(keep_last=2)
+    save_every: int = 100
+    log_every: int = 10
+    max_bad_steps: int = 5
+
+    def validate(self) -> None:
+        """Cross-field checks naming the key."""
+        for key in ("steps", "batch_size", "seq_len", "micro_batches", "save_every", "log_every", "max_bad_steps"):
+            require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        require(self.batch_size % self.micro_batches == 0, "micro_batches",
+                f"{self.micro_batches} does not divide batch_size {self.batch_size}")
+        require(self.demos != "jsonl" or bool(self.demos_path), "demos_path", "demos 'jsonl' needs a JSONL file")
+        require(self.seq_len <= self.model.max_seq_len, "seq_len",
+                f"{self.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+
+
+def demo_conversations(cfg: SFTConfig) -> list[list[dict[str, str]]]:
+    """The demonstration chats: env solutions of the training tasks, or the JSONL file's `messages`."""
+    if cfg.demos == "env":
+        from vagent_jax.envs import get_env
+
+        env = get_env(cfg.tasks.env)
+        source = train_tasks(cfg.tasks)
+        return [[m.to_dict() for m in env.demonstration(source[i])] for i in range(len(source))]
+    records = read_jsonl_tasks(cfg.demos_path, required_keys=("messages",))  # type: ignore[arg-type]
+    out = []
+    for i, rec in enumerate(records):
+        msgs = rec["messages"]
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in msgs):
+            raise ValueError(f"{cfg.demos_path} record {i + 1}: 'messages' must be a list of {{role, content}} dicts")
+        out.append(msgs)
+    return out
+
+
+def run_tokenizer(cfg: SFTConfig, out: Path, chats: list[list[dict[str, str]]]) -> Tokenizer:
+    """The configured tokenizer, the one already trained in out/tokenizer (resume), or a new SentencePiece."""
+    if cfg.tokenizer.path:
+        return load_tokenizer(cfg.tokenizer.path)
+    if (out / "tokenizer" / "tokenizer.model").is_file():
+        return load_tokenizer(out / "tokenizer")
+    texts = [m["content"] for chat in chats for m in chat]
+    return train_sentencepiece(texts, out / "tokenizer", vocab_size=cfg.tokenizer.vocab_size)
+
+
+def sft_batches(chats: list[list[dict[str, str]]], tok: Tokenizer, template: str, seq_len: int,
+                batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Render every chat (loss on assistant tokens) and pack into [batch_size, seq_len] batches."""
+    examples = []
+    for chat in chats:
+        ids, mask = render_chat(chat, tok, template, add_generation_prompt=False)
+        examples.append((np.asarray(ids, np.int32), np.asarray(mask, np.float32)))
+    return pack_examples(examples, seq_len, batch_size, pad_id=tok.pad_id or 0, truncate=True)
+
+
+def batch_for_step(step: int, num_batches: int, seed: int) -> int:
+    """Index of the batch that step `step` trains on: a fresh seeded permutation every epoch."""
+    epoch, pos = divmod(step, num_batches)
+    return int(np.random.default_rng([seed, epoch]).permutation(num_batches)[pos])
+
+
+def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
+    """Train; with resume=True continue from the newest complete checkpoint in out_dir. Returns the summary."""
+    out = check_writable(cfg.out_dir, "sft")
+    chats = demo_conversations(cfg)
+    mesh = run_mesh(cfg.mesh, cfg.num_devices)
+    model_cfg, template = cfg.model, cfg.tokenizer.template
+    init = load_policy(cfg.init_from, mesh) if cfg.init_from else None
+    if init is not None:
+        model_cfg, template, tok = init.model, init.template, init.tokenizer
+        tok_path = read_policy_meta(init.run_dir)[3]
+    else:
+        tok = run_tokenizer(cfg, out, chats)
+        tok_path = Path(cfg.tokenizer.path) if cfg.tokenizer.path else out / "tokenizer"
+    check_vocab_fits(tok, model_cfg.vocab_size, "model.vocab_size")
+    batches = sft_batches(chats, tok, template, cfg.seq_len, cfg.batch_size)
+    write_policy_meta(out, model_cfg, cfg.optimizer, template, tok_path)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+
+    if init is not None:
+        state = train_state_from_params(init.params, model_cfg, cfg.optimizer, mesh)
+    else:
+        state = create_train_state(model_cfg, cfg.optimizer, mesh, jax.random.key(cfg.seed))
+    ckpt = Checkpointer(out / CHECKPOINT_DIR, cfg.checkpoint)
+    start, streak = 0, 0
+    if resume:
+        restored = ckpt.restore_latest(abstract_of(state))
+        if restored is not None:
+            state, start, streak = restored.state, restored.step, int(restored.extra.get("bad_streak", 0))
+    step_fn = make_sft_step(model_cfg, cfg.optimizer, mesh, cfg.micro_batches)
+    writer = MetricsWriter(out / "tb", purge_step=start + 1 if start else None)
+    bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft")
+    guard = BadStepGuard(cfg.max_bad_steps, streak)
+    done = start
+
+    def save(step: int, force: bool = True) -> None:
+        ckpt.save(step, state, jax.random.key(cfg.seed), extra={"stage": "sft", "bad_streak": guard.streak},
+                  force=force)
+
+    t0 = time.perf_counter()
+    try:
+        with save_on_interrupt(lambda: save(done)):
+            for step in range(start, cfg.steps):
+                ts = time.perf_counter()
+                state, m = step_fn(state, batches[batch_for_step(step, len(batches), cfg.seed)])
+                done = step + 1
+                m = jax.device_get(m)
+                guard.observe(bool(m["skipped"] > 0), done)
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    scalars = {f"sft/{k}": float(v) for k, v in m.items()}
+                    scalars["sft/step_time"] = time.perf_counter() - ts
+                    scalars["sft/bad_steps_total"] = guard.total
+                    writer.write_scalars(done, scalars)
+                    bar.update(done, {"loss": scalars["sft/loss"], "entropy": scalars.get("sft/entropy", 0.0),
+                                      "step_time": scalars["sft/step_time"]})
+                if done % cfg.save_every == 0 and done < cfg.steps:
+                    save(done, force=False)
+            save(cfg.steps)
+            ckpt.wait_until_finished()
+    finally:
+        bar.close()
+        writer.close()
+        ckpt.close()
+    summary = {"stage": "sft", "steps": cfg.steps, "resumed_from": start, "examples": len(chats),
+               "batches": len(batches), "seconds": time.perf_counter() - t0,
+               "final_loss": float(m["loss"]) if done > start else None, "bad_steps": guard.total}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
