@@ -40,6 +40,41 @@ def _rl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    from vagent_jax.aot_compile import DoesNotFit, check_fits, compile_file
+    from vagent_jax.aot_report import format_table
+
+    try:
+        report = compile_file(args.config, args.topology, preset=args.model, overrides=list(args.overrides))
+        print(format_table(report))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report.to_dict(), f, indent=2)
+        check_fits(report)
+    except DoesNotFit as e:  # a program needs more HBM per chip than the chip has
+        print(f"vagent compile: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vagent_jax.eval.runner import EvalConfig, format_table, run_eval
+
+    cfg = load_config(EvalConfig, args.config, list(args.overrides))
+    report = run_eval(cfg, args.checkpoint)
+    print(format_table(report))
+    print(f"\nReport: {cfg.out}")
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from vagent_jax.eval.distill import DistillConfig, run_distill
+
+    cfg = load_config(DistillConfig, args.config, list(args.overrides))
+    print(json.dumps(run_distill(cfg, args.checkpoint, outputs=args.outputs), indent=2))
+    return 0
+
+
 def _add(sub: argparse._SubParsersAction, name: str, help_text: str, fn, config_required: bool = True,
          resume: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text)
@@ -65,6 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--quick", action="store_true", help="CI-sized run")
     _add(sub, "sft", "supervised fine-tuning on demonstrations", _sft)
     _add(sub, "rl", "DAPO (or a variant) against an environment", _rl)
+    comp = _add(sub, "compile", "AOT-compile a run's programs for a TPU topology on CPU; check HBM fit",
+                _compile, resume=False)
+    comp.add_argument("--topology", required=True, help="TPU slice, e.g. v5e-32, v5p-64, v5e:2x2")
+    comp.add_argument("--model", default=None, help="model preset when the config's init_from has none")
+    comp.add_argument("--json", default=None, help="also write the report as JSON to this path")
+    ev = _add(sub, "eval", "pass@k, maj@k, DeepConf and GenSelect of a policy on held-out tasks", _eval,
+              resume=False)
+    ev.add_argument("--checkpoint", required=True, help="policy run directory (out_dir of vagent sft / rl)")
+    dis = _add(sub, "distill", "rejection-sampled SFT data and pass-rate-filtered tasks from a policy", _distill,
+               resume=False)
+    dis.add_argument("--checkpoint", required=True, help="policy run directory (out_dir of vagent sft / rl)")
+    dis.add_argument("--outputs", choices=("both", "sft", "tasks"), default="both",
+                     help="write the SFT JSONL (sft_out), the filtered task JSONL (tasks_out), or both")
     args, extra = parser.parse_known_args(argv)
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
     if stray:

@@ -1,10 +1,10 @@
-"""The built-in end-to-end job: tasks -> tokenizer -> policy -> SFT -> multi-turn rollouts with tools -> metrics.
+"""The built-in main job: imitate, then explore. Tasks -> tokenizer -> light SFT -> held-out eval -> DAPO
+with environment workers -> held-out eval -> report, all on CPU with nothing downloaded.
 
-Nothing is downloaded: the calculator environment generates its tasks and demonstration trajectories, a
-SentencePiece tokenizer is trained on their text, a small policy is initialised from scratch and trained
-with the jitted SFT step on packed demonstrations (loss on assistant tokens only), then the decode engine
-rolls the policy out against the environment workers on held-out tasks and the verified pass rate,
-entropy and confidence go to TensorBoard, a JSONL mirror and a markdown + PNG report.
+Stages are the real `vagent sft` and `vagent rl` runs (out_dir/sft, out_dir/rl, each a policy run dir
+with TensorBoard logs and orbax checkpoints); `--resume` continues an interrupted demo from its newest
+complete checkpoint (finished stages and evaluations are not redone). The report puts the pass@1 of
+each stage with its 95% interval side by side, so it says what each stage contributed.
 """
 from __future__ import annotations
 
@@ -15,143 +15,120 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
-from vagent_jax.chat_template import render_chat, stop_token_ids
 from vagent_jax.config import require
-from vagent_jax.envs import EnvWorkerPool, get_env
-from vagent_jax.eval.estimators import wilson_interval
+from vagent_jax.data.task_source import TaskConfig, eval_tasks
+from vagent_jax.eval.pass_rate import policy_pass_rate
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.rollout import RolloutRunner
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
+from vagent_jax.rl.policy_loss import PolicyLossConfig
+from vagent_jax.sampling.engine import EngineConfig
 from vagent_jax.sharding import MeshConfig, make_mesh
-from vagent_jax.tokenizer_train import train_sentencepiece
-from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions
-from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar, read_jsonl_scalars
+from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.optimizer import OptimizerConfig
-from vagent_jax.train.packing import pack_examples
+from vagent_jax.train.policy_dir import load_policy
 from vagent_jax.train.report import write_report
-from vagent_jax.train.sft_step import make_sft_step
-from vagent_jax.train.train_state import create_train_state
+from vagent_jax.train.rl_run import RLConfig, run_rl
+from vagent_jax.train.run_common import check_writable
+from vagent_jax.train.sft_run import SFTConfig, TokenizerConfig, run_sft
+
+_ENGINE = EngineConfig(batch_slots=64, max_len=320, max_new_tokens=96, chunk_steps=16,
+                       sampling=SamplingConfig(temperature=1.0))
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """The demo recipe (configs/demo.yaml); `quick` shrinks every stage for CI."""
+    """The demo recipe (configs/demo.yaml): `tasks`, `seed`, `num_devices` apply to both stages."""
 
     out_dir: str = "runs/demo"
-    env: str = "calculator"
     seed: int = 0
-    train_tasks: int = 2000
-    eval_tasks: int = 128
-    vocab_size: int = 512
-    model: ModelConfig = ModelConfig(vocab_size=512, d_model=128, n_layers=3, n_heads=4, n_kv_heads=2,
-                                     head_dim=32, d_ff=384, max_seq_len=512)
-    sft_steps: int = 300
-    batch_size: int = 16
-    seq_len: int = 256
-    optimizer: OptimizerConfig = OptimizerConfig(lr=2e-3, warmup_steps=20, total_steps=300, weight_decay=0.01)
-    engine: EngineConfig = EngineConfig(batch_slots=64, max_len=320, max_new_tokens=96, chunk_steps=16,
-                                        sampling=SamplingConfig(temperature=1.0))
+    num_devices: int = 1
+    tasks: TaskConfig = TaskConfig(env="calculator", num_tasks=2000, eval_tasks=500)
+    sft: SFTConfig = SFTConfig(
+        tokenizer=TokenizerConfig(vocab_size=512),
+        model=ModelConfig(vocab_size=512, d_model=128, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=32,
+                          d_ff=384, max_seq_len=512),
+        steps=300, batch_size=16, seq_len=384, save_every=100,
+        optimizer=OptimizerConfig(lr=2e-3, warmup_steps=20, total_steps=300, weight_decay=0.01))
+    rl: RLConfig = RLConfig(init_from="<sft>", steps=40, prompts_per_step=16, group_size=8, engine=_ENGINE,
+                            loss=PolicyLossConfig(), save_every=10,
+                            optimizer=OptimizerConfig(lr=1e-4, warmup_steps=0, schedule="constant", total_steps=1000))
+    eval_engine: EngineConfig = _ENGINE
     env_workers: int = 2
-    log_every: int = 10
 
     def validate(self) -> None:
-        """Cross-field checks naming the key."""
-        require(self.train_tasks > 0, "train_tasks", "must be positive")
-        require(self.eval_tasks > 0, "eval_tasks", "must be positive")
-        require(self.model.vocab_size >= self.vocab_size, "model.vocab_size",
-                f"{self.model.vocab_size} is smaller than the tokenizer's vocab_size {self.vocab_size}")
-        require(self.engine.max_len <= self.model.max_seq_len, "engine.max_len",
-                f"{self.engine.max_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+        """Cross-stage checks naming the key."""
+        require(self.tasks.eval_tasks > 0, "tasks.eval_tasks", "the demo evaluates on held-out tasks: set it > 0")
+        require(self.rl.engine.max_len <= self.sft.model.max_seq_len, "rl.engine.max_len",
+                f"{self.rl.engine.max_len} exceeds sft.model.max_seq_len {self.sft.model.max_seq_len}")
+        require(self.eval_engine.max_len <= self.sft.model.max_seq_len, "eval_engine.max_len",
+                f"{self.eval_engine.max_len} exceeds sft.model.max_seq_len {self.sft.model.max_seq_len}")
 
 
-QUICK_OVERRIDES = ["train_tasks=300", "eval_tasks=16", "sft_steps=30", "optimizer.total_steps=30",
-                   "optimizer.warmup_steps=5", "engine.batch_slots=16", "log_every=5",
-                   "model.n_layers=2", "model.d_model=64", "model.d_ff=128", "model.head_dim=16"]
+QUICK_OVERRIDES = ["tasks.num_tasks=200", "tasks.eval_tasks=16", "sft.steps=30", "sft.optimizer.total_steps=30",
+                   "sft.optimizer.warmup_steps=5", "sft.log_every=5", "sft.model.n_layers=2", "sft.model.d_model=64",
+                   "sft.model.d_ff=128", "sft.model.head_dim=16", "rl.steps=2", "rl.prompts_per_step=4",
+                   "rl.group_size=4", "rl.max_rounds=1", "rl.engine.batch_slots=16", "eval_engine.batch_slots=16"]
 
 
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise SystemExit(f"vagent demo: output directory '{out}' is not writable ({e.strerror})") from None
-
-
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Run every stage; returns the summary written to summary.json."""
+def stage_configs(cfg: DemoConfig) -> tuple[SFTConfig, RLConfig]:
+    """The SFT and RL run configs inside the demo's out_dir, sharing its tasks, seed and devices."""
     out = Path(cfg.out_dir)
-    _check_writable(out)
-    t_start = time.perf_counter()
-    env = get_env(cfg.env)
-    train = env.generate_tasks(cfg.train_tasks, seed=cfg.seed)
-    held_out = env.generate_tasks(cfg.eval_tasks, seed=cfg.seed + 10_000)
-    demos = [[m.to_dict() for m in env.demonstration(t)] for t in train]
+    common = dict(tasks=cfg.tasks, seed=cfg.seed, num_devices=cfg.num_devices)
+    sft = dataclasses.replace(cfg.sft, out_dir=str(out / "sft"), **common)
+    rl = dataclasses.replace(cfg.rl, out_dir=str(out / "rl"), init_from=str(out / "sft"),
+                             env_workers=cfg.env_workers, **common)
+    return sft, rl
 
-    texts = [m["content"] for d in demos for m in d]
-    tok = train_sentencepiece(texts, out / "tokenizer", vocab_size=cfg.vocab_size)
-    template = "chatml"
-    examples = []
-    for d in demos:
-        ids, mask = render_chat(d, tok, template, add_generation_prompt=False)
-        examples.append((np.asarray(ids, np.int32), np.asarray(mask, np.float32)))
-    batches = pack_examples(examples, cfg.seq_len, cfg.batch_size, pad_id=tok.pad_id or 0, truncate=True)
 
-    mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
-    state = create_train_state(cfg.model, cfg.optimizer, mesh, jax.random.key(cfg.seed))
-    sft_step = make_sft_step(cfg.model, cfg.optimizer, mesh)
-    writer = MetricsWriter(out / "tb")
-    bar = ProgressBar(cfg.sft_steps, keys=("loss", "entropy", "step_time"), desc="sft")
-    ckpt = Checkpointer(out / "checkpoints", CheckpointOptions(keep_last=2))
-    t_sft = time.perf_counter()
-    for step in range(cfg.sft_steps):
-        t0 = time.perf_counter()
-        state, m = sft_step(state, batches[step % len(batches)])
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.sft_steps:
-            scalars = {f"sft/{k}": float(v) for k, v in jax.device_get(m).items()}
-            scalars["sft/step_time"] = time.perf_counter() - t0
-            writer.write_scalars(step + 1, scalars)
-            bar.update(step + 1, {"loss": scalars["sft/loss"], "entropy": scalars.get("sft/entropy", 0.0),
-                                  "step_time": scalars["sft/step_time"]})
-    bar.close()
-    sft_time = time.perf_counter() - t_sft
-    ckpt.save(cfg.sft_steps, state, jax.random.key(cfg.seed), extra={"stage": "sft"}, force=True)
-    ckpt.wait_until_finished()
+def _evaluate(cfg: DemoConfig, run_dir: Path, name: str, tasks: list[dict], resume: bool) -> dict[str, Any]:
+    """pass@1 of a stage's final policy on the held-out tasks (cached in out_dir/eval_<name>.json)."""
+    path = Path(cfg.out_dir) / f"eval_{name}.json"
+    mesh = make_mesh(MeshConfig(), devices=jax.devices()[: cfg.num_devices or None])
+    policy = load_policy(run_dir, mesh)
+    if resume and path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("step") == policy.step:
+            return cached
+    t0 = time.perf_counter()
+    metrics, _ = policy_pass_rate(policy, tasks, cfg.tasks.env, cfg.eval_engine, seed=cfg.seed + 7,
+                                  env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules)
+    metrics["seconds"] = time.perf_counter() - t0
+    path.write_text(json.dumps(metrics, indent=2))
+    return metrics
 
-    engine = DecodeEngine(state.params, cfg.model, cfg.engine, stop_token_ids(template, tok), seed=cfg.seed)
-    with EnvWorkerPool(num_workers=cfg.env_workers) as pool:
-        runner = RolloutRunner(engine, tok, template, pool, cfg.env)
-        t_roll = time.perf_counter()
-        results = runner.run(held_out, samples_per_task=1)
-        roll_time = time.perf_counter() - t_roll
-    correct = sum(r.reward.correct for r in results)
-    lo, hi = wilson_interval(correct, len(results))
-    gen = np.concatenate([r.trajectory.gen_mask for r in results])
-    ent = np.concatenate([r.trajectory.entropy[r.trajectory.gen_mask] for r in results])
-    conf = np.concatenate([r.trajectory.confidence[r.trajectory.gen_mask] for r in results])
-    scalars = {
-        "eval/pass_rate": correct / len(results), "eval/reward_mean": float(np.mean([r.reward.reward for r in results])),
-        "eval/sampling_entropy": float(ent.mean()), "eval/confidence": float(conf.mean()),
-        "eval/response_length": float(np.mean([r.trajectory.num_generated for r in results])),
-        "eval/tool_calls": float(np.mean([r.tool_calls for r in results])),
-        "eval/turns": float(np.mean([r.turns for r in results])),
-        "eval/truncation_rate": float(np.mean([r.truncated for r in results])),
-        "eval/rollout_tokens_per_s": float(gen.sum() / roll_time),
+
+def run_demo(cfg: DemoConfig, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the summary written to out_dir/summary.json."""
+    out = check_writable(cfg.out_dir, "demo")
+    t0 = time.perf_counter()
+    sft_cfg, rl_cfg = stage_configs(cfg)
+    held_out = eval_tasks(cfg.tasks)
+    sft = run_sft(sft_cfg, resume=resume)
+    sft_eval = _evaluate(cfg, Path(sft_cfg.out_dir), "sft", held_out, resume)
+    rl = run_rl(rl_cfg, resume=resume)
+    rl_eval = _evaluate(cfg, Path(rl_cfg.out_dir), "rl", held_out, resume)
+    lift = rl_eval["pass_rate"] - sft_eval["pass_rate"]
+    summary = {
+        "env": cfg.tasks.env, "eval_tasks": len(held_out),
+        "sft_pass_rate": sft_eval["pass_rate"], "sft_pass_rate_95ci": sft_eval["pass_rate_95ci"],
+        "rl_pass_rate": rl_eval["pass_rate"], "rl_pass_rate_95ci": rl_eval["pass_rate_95ci"],
+        "rl_lift_points": 100 * lift, "sft_steps": sft_cfg.steps, "rl_steps": rl_cfg.steps,
+        "sft_seconds": sft["seconds"], "rl_seconds": rl["seconds"], "total_seconds": time.perf_counter() - t0,
+        "sft_eval": sft_eval, "rl_eval": rl_eval,
     }
-    writer.write_scalars(cfg.sft_steps, scalars)
-    writer.close()
-    summary = {"pass_rate": scalars["eval/pass_rate"], "pass_rate_95ci": [lo, hi], "eval_tasks": len(results),
-               "sft_steps": cfg.sft_steps, "sft_seconds": sft_time, "rollout_seconds": roll_time,
-               "compiled_decode_programs": engine.compiled_programs, "total_seconds": time.perf_counter() - t_start,
-               **{k.split("/")[1]: v for k, v in scalars.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    example = next((r for r in results if r.reward.correct), results[0])
-    convo = "\n".join(f"- **{m.role}**: `{m.content[:200]}`" for m in example.messages)
-    write_report(out, read_jsonl_scalars(out / "tb"), sections={
-        "Summary": "\n".join(f"- {k}: {v}" for k, v in summary.items()),
-        "Example trajectory": convo})
+    history = {**read_jsonl_scalars(Path(sft_cfg.out_dir) / "tb"), **read_jsonl_scalars(Path(rl_cfg.out_dir) / "tb")}
+    fmt = lambda e: f"{100 * e['pass_rate']:.1f}% [{100 * e['pass_rate_95ci'][0]:.1f}, {100 * e['pass_rate_95ci'][1]:.1f}]"  # noqa: E731
+    stages = "\n".join([
+        "| stage | steps | held-out pass@1 (95% CI) | mean response tokens | truncation | seconds |",
+        "|---|---|---|---|---|---|",
+        f"| SFT (imitate) | {sft_cfg.steps} | {fmt(sft_eval)} | {sft_eval.get('response_length_mean', 0):.1f} | "
+        f"{sft_eval.get('truncation_rate', 0):.2f} | {sft['seconds']:.0f} |",
+        f"| + DAPO (explore) | {rl_cfg.steps} | {fmt(rl_eval)} | {rl_eval.get('response_length_mean', 0):.1f} | "
+        f"{rl_eval.get('truncation_rate', 0):.2f} | {rl['seconds']:.0f} |",
+        "", f"DAPO changed held-out pass@1 by {100 * lift:+.1f} points on {len(held_out)} tasks."])
+    write_report(out, history, sections={"What each stage contributed": stages,
+                                         "Open the curves": f"`tensorboard --logdir {cfg.out_dir}`"},
+                 title=f"vagent demo: {cfg.tasks.env}")
     return summary

@@ -25,6 +25,7 @@ class TaskConfig:
     """The task set of a run: `source` generated (by env `env`) or jsonl (`path`, `eval_path`)."""
 
     env: str = "calculator"
+    env_modules: tuple[str, ...] = ()  # modules whose import registers extra environments (plugins)
     source: Literal["generated", "jsonl"] = "generated"
     num_tasks: int = 2000  # generated: training tasks
     eval_tasks: int = 128  # generated: held-out tasks (a disjoint seed)
@@ -38,7 +39,12 @@ class TaskConfig:
     def validate(self) -> None:
         """Check the source's required keys; errors name the key."""
         from vagent_jax.envs import env_names
+        from vagent_jax.envs.registry import import_env_modules
 
+        try:
+            import_env_modules(self.env_modules)
+        except ImportError as e:
+            require(False, "tasks.env_modules", str(e))
         require(self.env in env_names(), "tasks.env", f"{self.env!r} is not one of {env_names()}")
         require(self.source in ("generated", "jsonl"), "tasks.source",
                 f"{self.source!r} is not one of ('generated', 'jsonl')")

@@ -110,13 +110,20 @@ def run_tokenizer(cfg: SFTConfig, out: Path, chats: list[list[dict[str, str]]]) 
 
 
 def sft_batches(chats: list[list[dict[str, str]]], tok: Tokenizer, template: str, seq_len: int,
-                batch_size: int) -> list[dict[str, np.ndarray]]:
-    """Render every chat (loss on assistant tokens) and pack into [batch_size, seq_len] batches."""
+                batch_size: int) -> tuple[list[dict[str, np.ndarray]], int]:
+    """Render every chat (loss on assistant tokens) and pack into [batch_size, seq_len] batches.
+
+    Returns the batches and how many chats were longer than seq_len (cut; a warning is printed)."""
     examples = []
     for chat in chats:
         ids, mask = render_chat(chat, tok, template, add_generation_prompt=False)
         examples.append((np.asarray(ids, np.int32), np.asarray(mask, np.float32)))
-    return pack_examples(examples, seq_len, batch_size, pad_id=tok.pad_id or 0, truncate=True)
+    cut = sum(ids.size > seq_len for ids, _ in examples)
+    if cut:
+        longest = max(ids.size for ids, _ in examples)
+        print(f"vagent sft: warning: {cut} of {len(examples)} demonstrations are longer than seq_len={seq_len} "
+              f"(longest {longest} tokens) and are cut; raise seq_len to train on their ends")
+    return pack_examples(examples, seq_len, batch_size, pad_id=tok.pad_id or 0, truncate=True), cut
 
 
 def batch_for_step(step: int, num_batches: int, seed: int) -> int:
@@ -139,7 +146,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         tok = run_tokenizer(cfg, out, chats)
         tok_path = Path(cfg.tokenizer.path) if cfg.tokenizer.path else out / "tokenizer"
     check_vocab_fits(tok, model_cfg.vocab_size, "model.vocab_size")
-    batches = sft_batches(chats, tok, template, cfg.seq_len, cfg.batch_size)
+    batches, cut = sft_batches(chats, tok, template, cfg.seq_len, cfg.batch_size)
     write_policy_meta(out, model_cfg, cfg.optimizer, template, tok_path)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
 
@@ -171,24 +178,25 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
                 state, m = step_fn(state, batches[batch_for_step(step, len(batches), cfg.seed)])
                 done = step + 1
                 m = jax.device_get(m)
-                guard.observe(bool(m["skipped"] > 0), done)
                 if done % cfg.log_every == 0 or done == cfg.steps:
                     scalars = {f"sft/{k}": float(v) for k, v in m.items()}
                     scalars["sft/step_time"] = time.perf_counter() - ts
-                    scalars["sft/bad_steps_total"] = guard.total
+                    scalars["sft/bad_steps_total"] = guard.total + int(m["skipped"] > 0)
                     writer.write_scalars(done, scalars)
                     bar.update(done, {"loss": scalars["sft/loss"], "entropy": scalars.get("sft/entropy", 0.0),
                                       "step_time": scalars["sft/step_time"]})
+                guard.observe(bool(m["skipped"] > 0), done)
                 if done % cfg.save_every == 0 and done < cfg.steps:
                     save(done, force=False)
-            save(cfg.steps)
+            if ckpt.latest_step() != cfg.steps:  # a resumed finished run has nothing new to save
+                save(cfg.steps)
             ckpt.wait_until_finished()
     finally:
         bar.close()
         writer.close()
         ckpt.close()
     summary = {"stage": "sft", "steps": cfg.steps, "resumed_from": start, "examples": len(chats),
-               "batches": len(batches), "seconds": time.perf_counter() - t0,
+               "batches": len(batches), "truncated_examples": cut, "seconds": time.perf_counter() - t0,
                "final_loss": float(m["loss"]) if done > start else None, "bad_steps": guard.total}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,0 +1,143 @@
+"""`vagent rl`: the loop runs end to end and logs every metric tag; a SIGKILLed run resumes to the same
+params bitwise; N non-finite updates in a row stop the run with the last good checkpoint kept; bad config
+keys are named."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from vagent_jax.config import ConfigError, load_config
+from vagent_jax.sharding import MeshConfig, make_mesh
+from vagent_jax.train import rl_run
+from vagent_jax.train.metrics_writer import read_scalars
+from vagent_jax.train.policy_dir import load_policy
+from vagent_jax.train.rl_run import RLConfig, run_rl
+from vagent_jax.train.run_common import RunStopped
+from vagent_jax.train.sft_run import SFTConfig, run_sft
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=64"]
+RL_TINY = TASKS + ["steps=3", "prompts_per_step=4", "group_size=4", "engine.batch_slots=16", "engine.max_len=96",
+                   "engine.max_new_tokens=12", "engine.chunk_steps=8", "num_devices=1", "env_workers=1",
+                   "save_every=1", "optimizer.lr=0.001", "max_rounds=2"]
+TAGS = ["rollout/reward_mean", "rollout/reward_std", "rollout/pass_rate", "rollout/sampling_entropy",
+        "rollout/confidence", "rollout/confidence_correct", "rollout/response_length_mean",
+        "rollout/response_length_max", "rollout/truncation_rate", "rollout/tool_calls", "rollout/turns",
+        "rollout/env_errors", "rollout/groups_dropped", "update/entropy", "update/entropy_p10",
+        "update/entropy_p50", "update/entropy_p90", "update/cov_mean", "update/clip_frac_low",
+        "update/clip_frac_high", "update/approx_kl", "update/grad_norm", "update/lr", "update/mismatch_abs_prob_diff", "update/mismatch_kl", "update/mismatch_max_ratio",
+        "perf/rollout_tokens_per_s", "perf/update_tokens_per_s", "time/rollout_s", "time/update_s"]
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny policy SFT'd on the coin env (copies visible hints, guesses on '?')."""
+    sys.path.insert(0, str(TESTS))
+    out = tmp_path_factory.mktemp("coin_sft")
+    cfg = load_config(SFTConfig, None, TASKS + [
+        f"out_dir={out}", f"tasks.data_dir={out / 'data'}", "steps=60", "batch_size=8", "seq_len=96",
+        "tokenizer.vocab_size=300", "model.vocab_size=320", "model.d_model=32", "model.n_layers=1",
+        "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16", "model.d_ff=64", "model.max_seq_len=128",
+        "optimizer.lr=0.01", "optimizer.total_steps=60", "optimizer.warmup_steps=5", "num_devices=1"])
+    run_sft(cfg)
+    return out
+
+
+def _rl_cfg(policy: Path, out: Path, extra: list[str] = ()) -> RLConfig:
+    return load_config(RLConfig, None, RL_TINY + [f"init_from={policy}", f"out_dir={out}",
+                                                  f"tasks.data_dir={policy / 'data'}", *extra])
+
+
+def test_rl_loop_logs_every_tag(policy_dir: Path, tmp_path: Path) -> None:
+    summary = run_rl(_rl_cfg(policy_dir, tmp_path / "rl"))
+    assert summary["steps"] == 3
+    scalars = read_scalars(tmp_path / "rl" / "tb")
+    missing = [t for t in TAGS if t not in scalars]
+    assert not missing, f"missing TensorBoard tags: {missing}"
+    assert len(scalars["rollout/pass_rate"]) == 3
+    kept = [v for _, v in scalars["rollout/groups_kept"]]
+    assert all(0 <= k <= 4 for k in kept) and max(kept) > 0, kept  # guesses on '?' give groups with signal
+    assert all(0 <= v <= 1 for _, v in scalars["update/clip_frac_high"])
+    # on-policy, fp32 sampler and trainer, temperature 1: the sampler's logprobs match the trainer's
+    assert max(v for _, v in scalars["update/mismatch_abs_prob_diff"]) < 1e-3
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "vagent_jax.cli", *args]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(TESTS))
+    return env
+
+
+def _params(run_dir: Path) -> list[np.ndarray]:
+    mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
+    return [np.asarray(x) for x in jax.tree.leaves(load_policy(run_dir, mesh).params)]
+
+
+def test_sigkill_then_resume_is_bitwise_equal(policy_dir: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "rl.yaml"
+    cfg.write_text("steps: 5\n")
+    base = RL_TINY + [f"init_from={policy_dir}", f"tasks.data_dir={policy_dir / 'data'}"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    r = subprocess.run(_cli(["rl", str(cfg), f"out_dir={full}", *base, "steps=5"]), env=_env(), cwd=ROOT,
+                       capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    proc = subprocess.Popen(_cli(["rl", str(cfg), f"out_dir={cut}", *base, "steps=5"]), env=_env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (cut / "checkpoints" / "2").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = sorted(int(p.name) for p in (cut / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and max(steps) < 5, f"the run was not cut short: {steps}"
+    r = subprocess.run(_cli(["rl", str(cfg), f"out_dir={cut}", "--resume", *base, "steps=5"]), env=_env(),
+                       cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for a, b in zip(_params(full), _params(cut)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_streak_stops_and_keeps_last_good(policy_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    real = rl_run.group_advantages
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        adv = real(*args, **kwargs)
+        return adv * np.nan if calls["n"] > 1 else adv
+
+    monkeypatch.setattr(rl_run, "group_advantages", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(RunStopped, match="2 updates in a row"):
+        run_rl(_rl_cfg(policy_dir, out, ["steps=8", "max_bad_steps=2", "checkpoint.keep_last=10"]))
+    skipped = [v for _, v in read_scalars(out / "tb")["update/skipped"]]
+    assert skipped[0] == 0.0 and skipped[-2:] == [1.0, 1.0], skipped
+    steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
+    last = [np.asarray(x) for x in jax.tree.leaves(load_policy(out, mesh, steps[-1]).params)]
+    for x in last:
+        assert np.isfinite(x).all()  # the stop keeps finite params: a skipped update changes nothing
+    assert steps[-1] < 8
+
+
+@pytest.mark.parametrize("override, key", [
+    ("advantage=ppo", "advantage"), ("group_size=1", "group_size"), ("init_from=", "init_from"),
+    ("loss.eps_low=1.5", "eps_low"), ("loss.mismatch_cap=0.5", "mismatch_cap"),
+    ("advantage=opo updates_per_batch=2", "updates_per_batch"), ("tasks.env=nope", "tasks.env"),
+])
+def test_bad_config_names_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(RLConfig, None, ["init_from=x", *override.split()])

@@ -1,0 +1,162 @@
+"""`vagent eval CONFIG --checkpoint DIR`: k samples per held-out task through the real rollout path, then
+pass@1 / pass@k (unbiased), maj@k, DeepConf offline and online, and GenSelect by the policy itself.
+
+Intervals: every task-averaged metric gets a 95% percentile bootstrap over tasks (the k samples of a task
+are correlated, so the task is the resampled unit); pass@1 also gets a Wilson interval over all m*k
+samples, which treats them as independent and is narrower. DeepConf online is reported twice: simulated
+on the k full traces (warm-up = the first N_init samples; the rule is the engine's, so a trace's stop point
+is exact for the same sampled tokens), and, with deepconf.online_live, live: the k - N_init later traces are
+sampled again with the engine stopping them at the task's threshold, tokens compared to the full traces.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vagent_jax.config import require
+from vagent_jax.data.task_source import TaskConfig, eval_tasks
+from vagent_jax.envs import get_env
+from vagent_jax.eval.genselect_policy import GenSelectSettings, PolicyJudge, genselect_rounds
+from vagent_jax.eval.policy_rollouts import (check_out_file, check_tasks, load_checked_policy, sample_rollouts,
+                                             solution_text, to_sample)
+from vagent_jax.eval.sample_metrics import (CI_METHOD, DeepConfSettings, EvalSample, aggregate,
+                                            label_of, live_online_scores, online_threshold_of, task_scores)
+from vagent_jax.kernels.sampling import SamplingConfig
+from vagent_jax.models.config import ModelConfig
+from vagent_jax.sampling.engine import EngineConfig
+from vagent_jax.sharding import MeshConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """A `vagent eval` recipe (configs/eval_*.yaml). DeepConf's window is deepconf.window (the live online
+    pass sets the engine's deepconf_window to it)."""
+
+    tasks: TaskConfig = TaskConfig()  # held-out split: generated with seed + 10000, or tasks.eval_path
+    num_tasks: int = 64
+    k: int = 8  # samples per task
+    engine: EngineConfig = EngineConfig(batch_slots=64, max_len=512, max_new_tokens=96, chunk_steps=16,
+                                        sampling=SamplingConfig(temperature=0.6, top_p=0.95))
+    env_workers: int = 2
+    deepconf: DeepConfSettings = DeepConfSettings()
+    genselect: GenSelectSettings = GenSelectSettings()
+    model: ModelConfig | None = None  # when set, a checkpoint of another model config is refused
+    seed: int = 0
+    out: str = "runs/eval/eval.json"
+    mesh: MeshConfig = MeshConfig()
+    num_devices: int = 1
+
+    def validate(self) -> None:
+        """Cross-field checks naming the key."""
+        require(self.num_tasks >= 1, "num_tasks", f"must be >= 1, got {self.num_tasks}")
+        require(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        require(self.env_workers >= 1, "env_workers", f"must be >= 1, got {self.env_workers}")
+        require(bool(self.out), "out", "needs an output JSON path")
+        require(not self.deepconf.online or self.deepconf.warmup < self.k, "deepconf.warmup",
+                f"online DeepConf needs warm-up traces fewer than k={self.k}, got {self.deepconf.warmup} "
+                "(or set deepconf.online=false)")
+        self.engine.validate()
+        self.deepconf.validate()
+        self.genselect.validate()
+
+
+def score_all(samples: list[list[EvalSample]], cfg: EvalConfig) -> list[dict[str, float]]:
+    """task_scores of every task (the part of the report that only needs the k samples)."""
+    return [task_scores(s, cfg.k, cfg.deepconf) for s in samples]
+
+
+def _live_online(policy: Any, tasks: list[dict], samples: list[list[EvalSample]], cfg: EvalConfig,
+                 accept_boxed: bool) -> list[dict[str, float]]:
+    """Sample the later k - N_init traces again with each task's threshold in the engine."""
+    w = cfg.deepconf.warmup
+    thresholds = [online_threshold_of(s[:w], cfg.deepconf) for s in samples]
+    engine = dataclasses.replace(cfg.engine, deepconf_window=cfg.deepconf.window)
+    live = sample_rollouts(policy, tasks, cfg.tasks.env, engine, cfg.k - w, seed=cfg.seed + 1,
+                           env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules, thresholds=thresholds)
+    out = []
+    for s, rs in zip(samples, live):
+        stopped = [r.trajectory.reason == "deepconf" for r in rs]
+        out.append(live_online_scores(s[:w], [to_sample(r, accept_boxed) for r in rs], stopped,
+                                      sum(x.num_tokens for x in s), cfg.deepconf))
+    return out
+
+
+def _genselect(policy: Any, tasks: list[dict], results: list[list[Any]], samples: list[list[EvalSample]],
+               cfg: EvalConfig) -> list[dict[str, float]]:
+    """GenSelect@k per task: the policy picks among its own k solutions (label of the voted answer)."""
+    env = get_env(cfg.tasks.env)
+    judge = PolicyJudge(policy, cfg.engine, cfg.genselect, cfg.seed)
+    problems = [next(m.content for m in env.initial_messages(t) if m.role == "user") for t in tasks]
+    sols = [[solution_text(r) for r in rs] for rs in results]
+    answers = [[x.answer for x in s] for s in samples]
+    rngs = [np.random.default_rng([cfg.seed, j]) for j in range(len(tasks))]
+    picked = genselect_rounds(problems, sols, answers, judge, rngs, k=cfg.genselect.candidates,
+                              num_rounds=cfg.genselect.rounds, fit=judge.fit)
+    return [{f"genselect@{cfg.k}": label_of(g.answer, s), "genselect/invalid_judgment_rate":
+             g.invalid_judgments / cfg.genselect.rounds} for g, s in zip(picked, samples)]
+
+
+def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
+    """Evaluate the newest checkpoint of a policy run directory; writes cfg.out (JSON) and returns it."""
+    out = check_out_file(cfg.out, "out")
+    source = cfg.tasks.eval_path if cfg.tasks.source == "jsonl" else f"generated {cfg.tasks.env} held-out tasks"
+    tasks = [dict(t) for t in eval_tasks(cfg.tasks, cfg.num_tasks)]
+    check_tasks(tasks, cfg.tasks.env, str(source))
+    policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
+    accept_boxed = get_env(cfg.tasks.env).accept_boxed
+    t0 = time.perf_counter()
+    results = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k, seed=cfg.seed,
+                              env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules)
+    samples = [[to_sample(r, accept_boxed) for r in rs] for rs in results]
+    per_task = score_all(samples, cfg)
+    if cfg.deepconf.online and cfg.deepconf.online_live:
+        for row, extra in zip(per_task, _live_online(policy, tasks, samples, cfg, accept_boxed)):
+            row.update(extra)
+    if cfg.genselect.enabled:
+        for row, extra in zip(per_task, _genselect(policy, tasks, results, samples, cfg)):
+            row.update(extra)
+    n_correct = sum(x.correct for s in samples for x in s)
+    metrics, ci = aggregate(per_task, n_correct, len(tasks) * cfg.k, seed=cfg.seed)
+    report = {
+        "checkpoint": str(checkpoint_dir), "step": policy.step, "env": cfg.tasks.env, "num_tasks": len(tasks),
+        "k": cfg.k, "temperature": cfg.engine.sampling.temperature, "ci_method": CI_METHOD,
+        "metrics": metrics, "ci95": ci, "generated_tokens": int(sum(x.num_tokens for s in samples for x in s)),
+        "unparsed_answers": int(sum(x.answer is None for s in samples for x in s)),
+        "seconds": time.perf_counter() - t0, "config": dataclasses.asdict(cfg),
+    }
+    write_report(report, out)
+    return report
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    """Write the report JSON; an OSError names the file."""
+    try:
+        path.write_text(json.dumps(report, indent=2, default=str))
+    except OSError as e:
+        raise ValueError(f"out: cannot write the eval report '{path}' ({e.strerror})") from None
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as an aligned text table: metric, value, 95% interval (bootstrap over tasks)."""
+    metrics, ci = report["metrics"], report["ci95"]
+    rows = [("metric", "value", "95% CI")]
+    for key, val in metrics.items():
+        if key.endswith(("tokens_full", "tokens_used", "traces_stopped")):
+            rows.append((key, f"{val:.0f}", ""))
+            continue
+        lo_hi = ci.get(key)
+        rows.append((key, f"{val:.4f}", f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi else ""))
+    if "pass@1_wilson" in ci:
+        lo, hi = ci["pass@1_wilson"]
+        rows.append(("pass@1 (Wilson, per sample)", f"{metrics['pass@1']:.4f}", f"[{lo:.4f}, {hi:.4f}]"))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]}" for r in rows]
+    lines.insert(1, "-" * (sum(width) + 4))
+    head = (f"vagent eval: {report['checkpoint']} (step {report['step']}), {report['num_tasks']} {report['env']} "
+            f"tasks x k={report['k']} at T={report['temperature']}; intervals: {report['ci_method']}")
+    return head + "\n" + "\n".join(lines)

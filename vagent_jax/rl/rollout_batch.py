@@ -1,0 +1,94 @@
+"""From verified rollout groups to the update batch: shaped rewards, the dynamic-sampling filter, group
+advantages, and fixed-shape padded arrays (one compiled update program whatever survives the filter).
+
+Groups are G consecutive rollouts of one task. Rewards: the verifier's reward, optionally replaced by
+GRPO-LEAD's length-dependent reward, plus DAPO's soft overlong punishment on the generated length.
+Padding rows carry loss_mask 0 and advantage 0, so under any aggregation they add nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from vagent_jax.config import require
+from vagent_jax.rl.advantages import compute_advantages
+from vagent_jax.rl.rewards import dynamic_sampling_keep, lead_length_reward, soft_overlong_punishment
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardShapingConfig:
+    """Reward shaping before advantages (config section `rewards`)."""
+
+    lead_length_reward: bool = False  # GRPO-LEAD: exp(-alpha z) for correct, -1 for incorrect
+    overlong_cache_len: int = 0  # DAPO soft punishment buffer L_cache (0 = off)
+    overlong_max_len: int = 0  # DAPO L_max on generated tokens (0 = the engine's max_len)
+    overlong_factor: float = 1.0
+    overlong_filter: bool = False  # mask the loss of truncated responses
+
+    def validate(self) -> None:
+        """Ranges; errors name the key."""
+        require(self.overlong_cache_len >= 0, "rewards.overlong_cache_len", f"must be >= 0, got {self.overlong_cache_len}")
+        require(self.overlong_max_len >= 0, "rewards.overlong_max_len", f"must be >= 0, got {self.overlong_max_len}")
+        require(self.overlong_factor >= 0, "rewards.overlong_factor", f"must be >= 0, got {self.overlong_factor}")
+
+
+def shaped_rewards(reward: np.ndarray, correct: np.ndarray, lengths: np.ndarray, group_size: int,
+                   cfg: RewardShapingConfig, max_len: int) -> np.ndarray:
+    """Per-rollout rewards [N] (N = n_groups * group_size) after LEAD and overlong shaping."""
+    n = reward.shape[0]
+    if n % group_size:
+        raise ValueError(f"{n} rollouts do not split into groups of {group_size}")
+    ids = jnp.repeat(jnp.arange(n // group_size), group_size)
+    r = jnp.asarray(reward, jnp.float32)
+    if cfg.lead_length_reward:
+        r = lead_length_reward(lengths, correct, ids)
+    if cfg.overlong_cache_len > 0:
+        l_max = cfg.overlong_max_len or max_len
+        r = r + soft_overlong_punishment(lengths, l_max, min(cfg.overlong_cache_len, l_max), cfg.overlong_factor)
+    return np.asarray(r, np.float32)
+
+
+def keep_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
+    """DAPO dynamic sampling per group [n_groups]: True where the group's rewards are not all equal."""
+    ids = jnp.repeat(jnp.arange(rewards.shape[0] // group_size), group_size)
+    return np.asarray(dynamic_sampling_keep(jnp.asarray(rewards), ids))[::group_size]
+
+
+def group_advantages(name: str, rewards: np.ndarray, lengths: np.ndarray, correct: np.ndarray,
+                     group_size: int) -> np.ndarray:
+    """Advantages [N] of consecutive groups of `group_size` with the estimator `name`."""
+    r = jnp.asarray(rewards, jnp.float32).reshape(-1, group_size)
+    adv = compute_advantages(name, r, lengths=jnp.asarray(lengths, jnp.float32), correct=jnp.asarray(correct))
+    return np.asarray(adv, np.float32)
+
+
+def update_batch(trajectories: Sequence[Any], advantages: np.ndarray, truncated: np.ndarray, rows: int,
+                 seq_len: int, pad_id: int, overlong_filter: bool) -> dict[str, np.ndarray]:
+    """Fixed-shape update arrays [rows, seq_len] (+ advantages [rows]) from engine Trajectories.
+
+    loss_mask is the trajectory's gen_mask (policy tokens only; prompt and tool observations 0), zeroed
+    for truncated rows under overlong filtering; rollout_logp is the sampler's temperature-1 logprob.
+    """
+    n = len(trajectories)
+    if n > rows:
+        raise ValueError(f"{n} trajectories do not fit the update batch of {rows} rows")
+    tokens = np.full((rows, seq_len), pad_id, np.int32)
+    loss_mask = np.zeros((rows, seq_len), np.float32)
+    rollout_logp = np.zeros((rows, seq_len), np.float32)
+    adv = np.zeros((rows,), np.float32)
+    for i, tr in enumerate(trajectories):
+        L = len(tr.tokens)
+        if L > seq_len:
+            raise ValueError(f"trajectory {tr.request_id!r} has {L} tokens, more than the update length {seq_len}")
+        tokens[i, :L] = tr.tokens
+        loss_mask[i, :L] = tr.gen_mask
+        rollout_logp[i, :L] = tr.logprob
+        adv[i] = advantages[i]
+        if overlong_filter and truncated[i]:
+            loss_mask[i] = 0.0
+    positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (rows, seq_len)).copy()
+    return {"tokens": tokens, "positions": positions, "loss_mask": loss_mask, "advantages": adv,
+            "rollout_logp": rollout_logp}

@@ -1,0 +1,263 @@
+"""`vagent rl CONFIG`: the RL loop. Each step: draw prompts (grain iterator), roll out G samples each with
+the decode engine and the environment workers, shape rewards, drop zero-signal groups and draw more
+(DAPO dynamic sampling, capped rounds), compute group advantages, update (on-policy: one update per
+batch by default), log, checkpoint. The engine decodes with the train state's own device params (no copy).
+
+Exact resume: the step's rollout seed and update key are fold_in(seed, step); rollouts run in lockstep
+with the environment by default (`rollout_lockstep`), so their result does not depend on worker timing;
+the checkpoint holds params, optimizer state, step, the iterator position and the entropy controller.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vagent_jax.chat_template import stop_token_ids
+from vagent_jax.config import require
+from vagent_jax.data.task_source import TaskConfig, train_iterator
+from vagent_jax.envs import EnvWorkerPool
+from vagent_jax.kernels.sampling import SamplingConfig
+from vagent_jax.rl.advantages import ADVANTAGES
+from vagent_jax.rl.entropy_control import AdaptiveEntropyConfig, entropy_bonus_coef, update_entropy_coef
+from vagent_jax.rl.policy_loss import PolicyLossConfig
+from vagent_jax.rl.rollout_batch import (RewardShapingConfig, group_advantages, keep_groups, shaped_rewards,
+                                         update_batch)
+from vagent_jax.rollout import RolloutRunner
+from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
+from vagent_jax.sharding import MeshConfig
+from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
+from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
+from vagent_jax.train.optimizer import OptimizerConfig
+from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, read_policy_meta, write_policy_meta
+from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
+from vagent_jax.train.rollout_metrics import rollout_metrics
+from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, save_on_interrupt
+from vagent_jax.train.train_state import train_state_from_params
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+    """A `vagent rl` recipe (configs/rl_*.yaml); DAPO defaults."""
+
+    out_dir: str = "runs/rl"
+    init_from: str = ""  # the run directory of the policy to start from (e.g. `vagent sft`'s out_dir)
+    seed: int = 0
+    tasks: TaskConfig = TaskConfig()
+    steps: int = 50
+    prompts_per_step: int = 16
+    group_size: int = 8
+    dynamic_sampling: bool = True
+    max_rounds: int = 3  # generation rounds per step to fill the batch with signal-carrying groups
+    advantage: str = "dapo"
+    loss: PolicyLossConfig = PolicyLossConfig()
+    rewards: RewardShapingConfig = RewardShapingConfig()
+    entropy_coef: float = 0.0  # fixed entropy bonus (ignored when adaptive_entropy)
+    adaptive_entropy: bool = False
+    entropy_control: AdaptiveEntropyConfig = AdaptiveEntropyConfig()
+    updates_per_batch: int = 1  # >1: the batch is split into that many sequential mini-batch updates
+    micro_batches: int = 1
+    engine: EngineConfig = EngineConfig(batch_slots=64, max_len=320, max_new_tokens=96, chunk_steps=16,
+                                        sampling=SamplingConfig(temperature=1.0))
+    env_workers: int = 2
+    rollout_lockstep: bool = True  # wait for the environment each engine step: timing-independent rollouts
+    optimizer: OptimizerConfig = OptimizerConfig(lr=1e-4, warmup_steps=0, schedule="constant", total_steps=1000)
+    mesh: MeshConfig = MeshConfig()
+    num_devices: int = 0
+    checkpoint: CheckpointOptions = CheckpointOptions(keep_last=2)
+    save_every: int = 10
+    log_every: int = 1
+    max_bad_steps: int = 3
+
+    def validate(self) -> None:
+        """Cross-field checks naming the key."""
+        require(bool(self.init_from), "init_from", "RL starts from a policy run directory (e.g. vagent sft's out_dir)")
+        for key in ("steps", "prompts_per_step", "group_size", "max_rounds", "updates_per_batch", "micro_batches",
+                    "env_workers", "save_every", "log_every", "max_bad_steps"):
+            require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        require(self.group_size >= 2, "group_size", f"group advantages need >= 2 samples per prompt, got {self.group_size}")
+        require(self.advantage in ADVANTAGES.names(), "advantage", f"{self.advantage!r} is not one of {ADVANTAGES.names()}")
+        require(self.advantage != "opo" or self.updates_per_batch == 1, "updates_per_batch",
+                "OPO's optimal baseline assumes strict on-policy updates: use updates_per_batch=1")
+        rows = self.prompts_per_step * self.group_size
+        require(rows % (self.updates_per_batch * self.micro_batches) == 0, "micro_batches",
+                f"{rows} rows (prompts_per_step x group_size) do not split into updates_per_batch x micro_batches "
+                f"= {self.updates_per_batch} x {self.micro_batches}")
+        require(self.entropy_coef >= 0, "entropy_coef", f"must be >= 0, got {self.entropy_coef}")
+        self.loss.validate()
+        self.rewards.validate()
+        self.entropy_control.validate()
+
+
+class RLTrainer:
+    """Holds the run's state between steps: train state, iterator, env pool, entropy controller, writers."""
+
+    def __init__(self, cfg: RLConfig, resume: bool) -> None:
+        self.cfg = cfg
+        self.out = check_writable(cfg.out_dir, "rl")
+        self.mesh = run_mesh(cfg.mesh, cfg.num_devices)
+        init = load_policy(cfg.init_from, self.mesh)
+        self.model, self.tok, self.template = init.model, init.tokenizer, init.template
+        cfg.engine.validate(self.model.vocab_size)
+        require(cfg.engine.max_len <= self.model.max_seq_len, "engine.max_len",
+                f"{cfg.engine.max_len} exceeds the policy's max_seq_len {self.model.max_seq_len}")
+        write_policy_meta(self.out, self.model, cfg.optimizer, self.template, read_policy_meta(cfg.init_from)[3])
+        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        self.ref_params = init.params if cfg.loss.kl != "none" else None
+        self.state = train_state_from_params(init.params, self.model, cfg.optimizer, self.mesh)
+        self.iterator = train_iterator(cfg.tasks)
+        self.alpha = cfg.entropy_control.alpha_init
+        self.start, streak = 0, 0
+        self.ckpt = Checkpointer(self.out / CHECKPOINT_DIR, cfg.checkpoint)
+        if resume:
+            restored = self.ckpt.restore_latest(abstract_of(self.state))
+            if restored is not None:
+                self.state, self.start = restored.state, restored.step
+                self.iterator.set_state(restored.extra["iterator"])
+                self.alpha, streak = float(restored.extra["alpha"]), int(restored.extra["bad_streak"])
+        self.guard = BadStepGuard(cfg.max_bad_steps, streak)
+        self.rows = cfg.prompts_per_step * cfg.group_size
+        self.rl_step = make_rl_step(self.model, cfg.optimizer, cfg.loss, self.mesh, cfg.micro_batches,
+                                    max_len=cfg.engine.max_len)
+        self.logprobs = (make_compute_logprobs(self.model, self.mesh, cfg.micro_batches)
+                         if cfg.updates_per_batch > 1 else None)
+        self.stop_ids = stop_token_ids(self.template, self.tok)
+        self.key = jax.random.key(cfg.seed)
+
+    def save(self, step: int, force: bool = True) -> None:
+        """Checkpoint the state after `step` with the iterator position and controller state."""
+        extra = {"stage": "rl", "iterator": self.iterator.get_state(), "alpha": float(self.alpha),
+                 "bad_streak": self.guard.streak}
+        self.ckpt.save(step, self.state, self.key, extra=extra, force=force)
+
+    # ----- one step -------------------------------------------------------------------------------------
+    def collect(self, pool: EnvWorkerPool, step: int) -> tuple[list, np.ndarray, list, dict[str, float]]:
+        """Rollout rounds until prompts_per_step groups carry signal (or max_rounds); returns the kept
+        groups' results, their shaped rewards, every result of the step, and counters."""
+        cfg, G = self.cfg, self.cfg.group_size
+        engine = DecodeEngine(self.state.params, self.model, cfg.engine, self.stop_ids,
+                              seed=cfg.seed * 1_000_003 + step)
+        runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, lockstep=cfg.rollout_lockstep)
+        kept: list = []
+        kept_r: list = []
+        every: list = []
+        rounds = dropped = 0
+        while len(kept) < cfg.prompts_per_step and rounds < cfg.max_rounds:
+            results = runner.run(self.iterator.take(cfg.prompts_per_step), G)
+            rounds += 1
+            every += results
+            r = shaped_rewards(np.asarray([x.reward.reward for x in results], np.float32),
+                               np.asarray([x.reward.correct for x in results]),
+                               np.asarray([x.trajectory.num_generated for x in results], np.float32),
+                               G, cfg.rewards, cfg.engine.max_len)
+            keep = keep_groups(r, G) if cfg.dynamic_sampling else np.ones(len(results) // G, bool)
+            dropped += int((~keep).sum())
+            for g in np.flatnonzero(keep):
+                kept.append(results[g * G:(g + 1) * G])
+                kept_r.append(r[g * G:(g + 1) * G])
+            if not cfg.dynamic_sampling:
+                break
+        kept, kept_r = kept[:cfg.prompts_per_step], kept_r[:cfg.prompts_per_step]
+        counters = {"groups_kept": float(len(kept)), "groups_dropped": float(dropped), "rounds": float(rounds),
+                    "env_wait_s": float(runner.stats["env_wait_s"])}
+        flat_r = np.concatenate(kept_r) if kept_r else np.zeros((0,), np.float32)
+        return [x for g in kept for x in g], flat_r, every, counters
+
+    def update(self, results: list, rewards: np.ndarray, step: int, entropy_coef: float) -> dict[str, float]:
+        """Advantages, the padded batch, and updates_per_batch sequential updates; returns update metrics."""
+        cfg, G = self.cfg, self.cfg.group_size
+        lengths = np.asarray([x.trajectory.num_generated for x in results], np.float32)
+        correct = np.asarray([x.reward.correct for x in results])
+        adv = group_advantages(cfg.advantage, rewards, lengths, correct, G)
+        truncated = np.asarray([x.truncated for x in results])
+        batch = update_batch([x.trajectory for x in results], adv, truncated, self.rows, cfg.engine.max_len,
+                             self.tok.pad_id or 0, cfg.rewards.overlong_filter)
+        if self.logprobs is not None:
+            batch["old_logp"] = np.asarray(self.logprobs(self.state.params, batch)[0])
+        key = jax.random.fold_in(self.key, step)
+        mb = self.rows // cfg.updates_per_batch
+        sums: dict[str, float] = {}
+        for u in range(cfg.updates_per_batch):
+            part = {k: v[u * mb:(u + 1) * mb] for k, v in batch.items()}
+            self.state, m = self.rl_step(self.state, part, jax.random.fold_in(key, u), entropy_coef, self.ref_params)
+            for k, v in jax.device_get(m).items():
+                sums[k] = sums.get(k, 0.0) + float(v) / cfg.updates_per_batch
+        sums["advantage_abs_mean"] = float(np.abs(adv).mean()) if adv.size else 0.0
+        return sums
+
+    def run(self) -> dict[str, Any]:
+        """The loop; returns the summary (also written to out_dir/summary.json)."""
+        cfg = self.cfg
+        writer = MetricsWriter(self.out / "tb", purge_step=self.start + 1 if self.start else None)
+        bar = ProgressBar(cfg.steps, keys=("reward", "pass_rate", "entropy", "step_time"), desc="rl")
+        done, t_run, last = self.start, time.perf_counter(), {}
+        try:
+            with EnvWorkerPool(num_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules) as pool, save_on_interrupt(lambda: self.save(done)):
+                for step in range(self.start, cfg.steps):
+                    last = self.one_step(pool, step, writer, bar)
+                    done = step + 1
+                    if done % cfg.save_every == 0 and done < cfg.steps:
+                        self.save(done, force=False)
+                if self.ckpt.latest_step() != cfg.steps:  # a resumed finished run has nothing new to save
+                    self.save(cfg.steps)
+                self.ckpt.wait_until_finished()
+        finally:
+            bar.close()
+            writer.close()
+            self.ckpt.close()
+        summary = {"stage": "rl", "steps": cfg.steps, "resumed_from": self.start,
+                   "seconds": time.perf_counter() - t_run, "bad_steps": self.guard.total,
+                   **{k: v for k, v in last.items() if k.startswith(("rollout/", "update/"))}}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def one_step(self, pool: EnvWorkerPool, step: int, writer: MetricsWriter, bar: ProgressBar) -> dict[str, float]:
+        """Collect, update, log one step; returns its scalars."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        kept, rewards, every, counters = self.collect(pool, step)
+        t1 = time.perf_counter()
+        scalars = {f"rollout/{k}": v for k, v in rollout_metrics(every).items()}
+        scalars.update({f"rollout/{k}": v for k, v in counters.items()})
+        batch_entropy = scalars.get("rollout/sampling_entropy", 0.0)
+        if cfg.adaptive_entropy:
+            ec = cfg.entropy_control
+            coef = float(entropy_bonus_coef(self.alpha, batch_entropy < ec.target))
+            self.alpha = float(update_entropy_coef(self.alpha, batch_entropy, ec.target, ec.delta, ec.alpha_min,
+                                                   ec.alpha_max)[0])
+        else:
+            coef = cfg.entropy_coef
+        if kept:
+            upd = self.update(kept, rewards, step, coef)
+            scalars.update({f"update/{k}": v for k, v in upd.items()})
+        t2 = time.perf_counter()
+        scalars["update/entropy_coef"] = coef
+        scalars["update/skipped_no_signal"] = float(not kept)
+        skipped = scalars.get("update/skipped", 0.0) > 0
+        scalars["update/bad_steps_total"] = float(self.guard.total + skipped)
+        gen = scalars.get("rollout/generated_tokens", 0.0)
+        scalars["perf/rollout_tokens_per_s"] = gen / max(t1 - t0, 1e-9)
+        scalars["perf/update_tokens_per_s"] = scalars.get("update/tokens", 0.0) * cfg.updates_per_batch / max(t2 - t1, 1e-9)
+        scalars["time/rollout_s"], scalars["time/update_s"] = t1 - t0, t2 - t1
+        scalars["time/env_wait_s"] = counters["env_wait_s"]
+        scalars["time/step_s"] = time.perf_counter() - t0
+        scalars = {k: v for k, v in scalars.items() if np.isfinite(v)}  # e.g. no correct trajectory: no mean
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            writer.write_scalars(step + 1, scalars)
+        bar.update(step + 1, {"reward": scalars.get("rollout/reward_mean", 0.0),
+                              "pass_rate": scalars.get("rollout/pass_rate", 0.0),
+                              "entropy": scalars.get("update/entropy", batch_entropy),
+                              "step_time": scalars["time/step_s"]})
+        if kept:
+            self.guard.observe(skipped, step + 1)  # after logging: the stopping step's metrics are kept
+        return scalars
+
+
+def run_rl(cfg: RLConfig, resume: bool = False) -> dict[str, Any]:
+    """Build the trainer and run it (resume: from the newest complete checkpoint in out_dir)."""
+    return RLTrainer(cfg, resume).run()
