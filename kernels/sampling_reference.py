@@ -237,11 +237,13 @@ def sample_reference(
     greedy, inv_t = inverse_temperature(temperature)
     tau = admission_threshold(x, temperature, top_k, top_p, min_p)
     col = jnp.arange(vocab, dtype=jnp.int32)[None, :]
-    noise = gumbel_noise(row_seeds(key, batch)[:, None], col)
 
     z = x * inv_t[:, None]
     admitted = (x >= tau[:, None]) & (x > -jnp.inf)
-    race = jnp.where(greedy[:, None], x, z + noise)
+    # an all-greedy batch skips the [B, V] noise hash (same tokens: greedy rows never read the noise)
+    race = jax.lax.cond(
+        jnp.all(greedy), lambda: x,
+        lambda: jnp.where(greedy[:, None], x, z + gumbel_noise(row_seeds(key, batch)[:, None], col)))
     race = jnp.where(admitted, race, -jnp.inf)
     # argmax as max + first matching index: XLA:CPU runs a fused variadic argmax reduce element by
     # element (the Gumbel noise then costs ~30 ns/logit); two plain reductions vectorise

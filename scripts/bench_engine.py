@@ -11,6 +11,12 @@ there), then timed end to end (prefill included) several times; the best run cou
              measured in this run (jitted n x n x n jnp.dot, 2 n^3 FLOPs, best of several).
   agreement  fraction of generated tokens on which the two greedy outputs agree (random weights give
              near-flat logits, so near-ties can diverge a row after its first difference).
+  bounds     peak_bound: tokens/s if every decode matmul ran at the measured peak (peak / flops_per_token).
+             shape_bound: tokens/s at these shapes = B / (t_mm + t_att), t_mm the best time of one decode
+             step's matmuls alone at batch B (jitted chain of the real weights, lm head included), t_att the
+             attention's K/V bytes per step (2 L B (P + G/2) Hkv hd 4, mean live length) at the measured
+             read bandwidth (jitted sum over 256 MiB). bound_ratio = shape_bound / transformers tokens/s:
+             where the 5x goal is above it, the goal is above the physical bound at these shapes.
 Prints a table; with --json prints one JSON object.
 
 Usage: python scripts/bench_engine.py [--preset 4m] [--batch 64] [--prompt-len 32] [--new-tokens 128] [--json]
@@ -57,6 +63,35 @@ def fp32_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
     jax.block_until_ready(dot(a, b))
     t, _ = best_seconds(lambda: jax.block_until_ready(dot(a, b)), repeats)
     return 2.0 * n**3 / t
+
+
+def read_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+    """Bytes/s of a jitted sum over a float32 array of `mib` MiB (streams it from memory once)."""
+    x = jnp.ones((mib * 2**18,), jnp.float32)
+    f = jax.jit(jnp.sum)
+    jax.block_until_ready(f(x))
+    t, _ = best_seconds(lambda: jax.block_until_ready(f(x)), repeats)
+    return x.size * 4 / t
+
+
+def decode_matmul_seconds(params: Any, cfg: Any, batch: int, repeats: int = 20) -> float:
+    """Best time of one decode step's matmuls alone at `batch` rows: q, k, v, o, gate, up, down per layer and
+    the lm head, chained so each depends on the last (the lower bound of any decode step at these shapes)."""
+    layers = [jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(cfg.n_layers)]
+    D = cfg.d_model
+
+    def step(layers: Any, emb: jax.Array, x: jax.Array) -> jax.Array:
+        for lp in layers:
+            qkv = [x @ lp[w].reshape(D, -1) for w in ("wq", "wk", "wv")]
+            x = x + qkv[0] @ lp["wo"].reshape(-1, D) + 1e-3 * (qkv[1].sum() + qkv[2].sum())
+            x = x + (jax.nn.silu(x @ lp["w_gate"]) * (x @ lp["w_up"])) @ lp["w_down"]
+        return x @ emb.T
+
+    f = jax.jit(step)
+    x = jnp.ones((batch, D), jnp.float32)
+    jax.block_until_ready(f(layers, params["embed"], x))
+    t, _ = best_seconds(lambda: jax.block_until_ready(f(layers, params["embed"], x)), repeats)
+    return t
 
 
 def bench_engine(params: Any, cfg: Any, prompts: np.ndarray, new_tokens: int, chunk_steps: int,
@@ -109,6 +144,10 @@ def run_engine_benchmark(preset: str = "4m", batch: int = 64, prompt_len: int = 
     prompts = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, prompt_len))
     flops_per_token = 2.0 * cfg.num_non_embedding_params
     peak = fp32_matmul_peak()
+    t_mm = decode_matmul_seconds(params, cfg, batch)
+    bandwidth = read_bandwidth()
+    att_bytes = 2 * cfg.n_layers * batch * (prompt_len + new_tokens / 2) * cfg.n_kv_heads * cfg.head_dim * 4
+    shape_bound = batch / (t_mm + att_bytes / bandwidth)
     t_eng, gen_eng, programs = bench_engine(params, cfg, prompts, new_tokens, chunk_steps, repeats)
     n_tok = batch * new_tokens
     res: dict[str, Any] = {
@@ -118,6 +157,10 @@ def run_engine_benchmark(preset: str = "4m", batch: int = 64, prompt_len: int = 
         "engine_s": t_eng, "engine_tokens_per_s": n_tok / t_eng,
         "engine_mfu": n_tok * flops_per_token / t_eng / peak, "engine_compiled_programs": programs,
         "torch_threads": torch.get_num_threads(), "target_ratio": 5.0,
+        "decode_matmul_ms_per_step": t_mm * 1e3, "read_bandwidth_gbs": bandwidth / 1e9,
+        "attention_mbytes_per_step": att_bytes / 2**20, "shape_bound_tokens_per_s": shape_bound,
+        "engine_fraction_of_shape_bound": n_tok / t_eng / shape_bound,
+        "load_average_1m": os.getloadavg()[0],
     }
     if with_transformers:
         with tempfile.TemporaryDirectory() as tmp:
@@ -127,10 +170,12 @@ def run_engine_benchmark(preset: str = "4m", batch: int = 64, prompt_len: int = 
             "transformers_s": t_hf, "transformers_tokens_per_s": n_tok / t_hf,
             "transformers_mfu": n_tok * flops_per_token / t_hf / peak,
             "ratio_engine_vs_transformers": t_hf / t_eng,
+            "bound_ratio_vs_transformers": shape_bound * t_hf / n_tok,
             "token_agreement": float((gen_eng == gen_hf).mean()),
             "first_token_agreement": float((gen_eng[:, 0] == gen_hf[:, 0]).mean()),
         })
     peak_after = fp32_matmul_peak()  # the machine is shared: keep the larger figure as the peak
+    res["peak_bound_tokens_per_s"] = max(peak, peak_after) / flops_per_token
     if peak_after > peak:
         res["matmul_peak_gflops"] = peak_after / 1e9
         for side in ("engine", "transformers"):
@@ -150,6 +195,11 @@ def print_table(r: dict) -> None:
     if "ratio_engine_vs_transformers" in r:
         print(f"ratio engine/transformers {r['ratio_engine_vs_transformers']:.2f}x (goal >= {r['target_ratio']:.0f}x); "
               f"greedy token agreement {r['token_agreement']:.1%} (first token {r['first_token_agreement']:.1%})")
+    print(f"bounds: peak {r['peak_bound_tokens_per_s']:.0f} tokens/s; at these shapes {r['shape_bound_tokens_per_s']:.0f} "
+          f"tokens/s (matmuls {r['decode_matmul_ms_per_step']:.2f} ms/step + {r['attention_mbytes_per_step']:.1f} MiB "
+          f"K/V at {r['read_bandwidth_gbs']:.1f} GB/s); engine at {r['engine_fraction_of_shape_bound']:.0%} of it"
+          + (f"; bound ratio {r['bound_ratio_vs_transformers']:.2f}x" if "bound_ratio_vs_transformers" in r else "")
+          + f"; load average {r['load_average_1m']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> dict:

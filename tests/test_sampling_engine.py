@@ -77,7 +77,9 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def make_engine(params, stop_ids=NO_STOP, stop_sequences=(), cfg: ModelConfig = CFG, **kw) -> DecodeEngine:
-    ecfg = dict(batch_slots=2, max_len=32, max_new_tokens=6, chunk_steps=4, min_prefill_bucket=32, sampling=GREEDY)
+    # min_kv_bucket=8: decode chunks attend over 8, 16 or 32 cache slots, so every test exercises the buckets
+    ecfg = dict(batch_slots=2, max_len=32, max_new_tokens=6, chunk_steps=4, min_prefill_bucket=32, min_kv_bucket=8,
+                sampling=GREEDY)
     ecfg.update(kw)
     return DecodeEngine(params, cfg, EngineConfig(**ecfg), stop_ids, stop_sequences)
 
@@ -97,7 +99,10 @@ def test_greedy_matches_naive_loop_and_reuses_slots_without_recompiling(params):
         assert t.gen_mask.tolist() == [False] * len(p) + [True] * 6
         assert t.reason == "max_new_tokens"
     n = eng.compiled_programs
-    assert 2 <= n <= 1 + 2 * 2  # one decode chunk + prefill buckets (rows {1, 2}) x (tokens {16, 32})
+    # decode chunks per attention bucket {8, 16, 32} + prefill buckets (rows {1, 2}) x (tokens {16, 32})
+    assert 2 <= n <= 3 + 2 * 2
+    kv = {shape[3] for shape in eng._shapes if shape[0] == "decode"}
+    assert min(kv) < 32 and kv <= {8, 16, 32}  # short rows attended over a prefix of the cache only
     jitted = (engine_steps.prefill_jit._cache_size(), engine_steps.decode_chunk_jit._cache_size())
     again = eng.generate(prompts)  # same shapes recur: no new programs, same greedy output
     assert eng.compiled_programs == n
@@ -248,6 +253,7 @@ def test_bad_input_names_the_culprit(params):
     bad = [(dict(batch_slots=0), "engine.batch_slots"), (dict(max_len=1), "engine.max_len"),
            (dict(max_new_tokens=32), "engine.max_new_tokens"), (dict(chunk_steps=0), "engine.chunk_steps"),
            (dict(min_prefill_bucket=0), "engine.min_prefill_bucket"), (dict(deepconf_window=0), "engine.deepconf_window"),
+           (dict(min_kv_bucket=0), "engine.min_kv_bucket"),
            (dict(impl="cuda"), "engine.impl"), (dict(cache_dtype="int8"), "engine.cache_dtype"),
            (dict(sampling=SamplingConfig(temperature=-1.0)), "temperature")]
     for kw, key in bad:
@@ -257,3 +263,16 @@ def test_bad_input_names_the_culprit(params):
         make_engine(params, stop_sequences=[[]])
     with pytest.raises(ValueError, match="stop_token_ids"):
         make_engine(params, stop_ids=(CFG.vocab_size,))
+
+
+def test_generate_stops_with_an_error_when_no_slot_can_free(params):
+    """Both slots hold turns awaiting resume/finish: generate() must raise, not spin."""
+    eng = make_engine(params)
+    eng.submit("a", [1, 2, 3])
+    eng.submit("b", [4, 5])
+    ended: list = []
+    while len(ended) < 2:
+        ended += eng.step()
+    assert not eng.has_work and eng.free_slots == 0
+    with pytest.raises(RuntimeError, match="cannot make progress"):
+        eng.generate([[7, 8]])

@@ -4,9 +4,11 @@ log-probs, prefill and decode.
 Flax defines the per-layer module (`Block`); layers are stacked on a leading axis and driven by
 `lax.scan`, so every jit boundary sees a plain params pytree:
     params = {"embed": [V, D], "layers": {name: [L, ...]}, "final_norm": [D], ("lm_head": [D, V])}
-KV cache = {"k": [L, B, S, Hkv, hd], "v": [L, B, S, Hkv, hd]}; a token at position p is written to cache
+KV cache = {"k": [L, B, Hkv, hd, S], "v": [L, B, Hkv, S, hd]}; a token at position p is written to cache
 slot p of its row, and a query at position p sees slots 0..p of its row. Rows therefore advance
-independently (per-row positions), which is what continuous batching needs.
+independently (per-row positions), which is what continuous batching needs. Keys are stored slot-minor so
+a decode step's q.k reduction runs over a non-minor axis with the slots as contiguous vectors (on XLA:CPU
+about 2x faster than slot-major keys, measured at B=64).
 """
 from __future__ import annotations
 
@@ -71,6 +73,48 @@ def _param(mod: nn.Module, name: str, shape: tuple[int, ...], names: tuple[str, 
     return mod.param(name, nn.with_logical_partitioning(init, names), shape, pd)
 
 
+def _attend(qg: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(hd)) v per kv group, with einsums (prefill / training shapes).
+    qg [B,T,K,G,hd]; k [B,K,hd,S]; v [B,K,S,hd]; mask [B,T,S] -> [B,T,K,G,hd]."""
+    scores = jnp.einsum("btkgd,bkds->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores / math.sqrt(qg.shape[-1])
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(qg.dtype)
+    return jnp.einsum("bkgts,bksd->btkgd", probs, v)
+
+
+def _attend_one(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """The same attention for one query token as multiply-and-sum reductions over the cache, which XLA:CPU
+    runs about 2x faster than its batched [G, hd] x [hd, S] dots at decode shapes.
+    q [B,K,G,hd]; k [B,K,hd,S]; v [B,K,S,hd]; mask [B,S] -> [B,K,G,hd]."""
+    prod = q[..., None].astype(jnp.float32) * k[:, :, None].astype(jnp.float32)  # [B,K,G,hd,S]
+    scores = prod.sum(3) / math.sqrt(q.shape[-1])  # [B,K,G,S]
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    return (probs[..., None] * v[:, :, None]).sum(3)
+
+
+def _write_then_read(cache: Cache, layer: jax.Array | int | None, k: jax.Array, v: jax.Array,
+                     positions: jax.Array, kv_len: int) -> tuple[jax.Array, jax.Array, Cache]:
+    """Write k, v [B,T,K,hd] at their positions, then read slots [0, kv_len): (k [B,K,hd,kv], v [B,K,kv,hd],
+    updated cache). layer None: `cache` holds this layer's own buffers (split_cache); else the stacked cache.
+
+    Write first, then read the written buffer: reading before the write would make XLA copy the cache to
+    keep the old value alive. Writes at positions outside the cache are dropped.
+    """
+    rows = jnp.arange(k.shape[0])[:, None]
+    kc, vc = k.astype(cache["k"].dtype), v.astype(cache["v"].dtype)
+    if layer is None:
+        ck = cache["k"].at[rows, :, :, positions].set(kc, mode="drop")
+        cv = cache["v"].at[rows, :, positions].set(vc, mode="drop")
+        return ck[..., :kv_len], cv[:, :, :kv_len], {"k": ck, "v": cv}
+    ck = cache["k"].at[layer, rows, :, :, positions].set(kc, mode="drop")
+    cv = cache["v"].at[layer, rows, :, positions].set(vc, mode="drop")
+    k = jax.lax.dynamic_slice_in_dim(ck, layer, 1, 0)[0, ..., :kv_len]
+    v = jax.lax.dynamic_slice_in_dim(cv, layer, 1, 0)[0, :, :, :kv_len]
+    return k, v, {"k": ck, "v": cv}
+
+
 class Block(nn.Module):
     """One pre-norm layer: GQA attention with RoPE (+ optional qkv bias, q/k norm) and a SwiGLU MLP."""
 
@@ -80,7 +124,8 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
                  positions: jax.Array, cache: Cache | None, layer: jax.Array | int = 0
                  ) -> tuple[jax.Array, Cache | None]:
-        """cache: the whole [L, B, S, Hkv, hd] cache; this layer writes and reads its slice `layer`."""
+        """cache: the whole stacked cache (module docstring); this layer writes its slice `layer`, then
+        attends over its first mask.shape[-1] slots (the caller's bound on the live positions)."""
         cfg = self.cfg
         D, H, K, hd, F = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
         cd = dtype_of(cfg.dtype)
@@ -111,22 +156,15 @@ class Block(nn.Module):
 
         new_cache = None
         if cache is not None:
-            B = x.shape[0]
-            rows = jnp.arange(B)[:, None]
-            # Writing into the full cache carried through the layer scan updates it in place; scanning
-            # per-layer slices in and out would copy the whole cache every step.
-            ck = cache["k"].at[layer, rows, positions].set(k.astype(cache["k"].dtype), mode="drop")
-            cv = cache["v"].at[layer, rows, positions].set(v.astype(cache["v"].dtype), mode="drop")
-            new_cache = {"k": ck, "v": cv}
-            k, v = ck[layer].astype(cd), cv[layer].astype(cd)
+            k, v, new_cache = _write_then_read(cache, layer, k, v, positions, mask.shape[-1])
+            k, v = k.astype(cd), v.astype(cd)
+        else:
+            k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
 
         B, T = q.shape[:2]
         qg = q.reshape(B, T, K, H // K, hd)
-        scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
-        scores = scores / math.sqrt(hd)
-        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(cd)
-        attn = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H, hd)
+        attn = (_attend_one(qg[:, 0], k, v, mask[:, 0])[:, None] if T == 1
+                else _attend(qg, k, v, mask)).reshape(B, T, H, hd)
         x = x + jnp.einsum("bthk,hkd->btd", attn, wo.astype(cd)).astype(x.dtype)
 
         h = _rms_norm(x, mlp_norm, cfg.rms_eps).astype(cd)
@@ -170,16 +208,17 @@ def init_params(cfg: ModelConfig, key: jax.Array) -> Params:
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> Cache:
-    """Zeroed KV cache [L, B, S, Hkv, hd] for `batch` rows of up to `max_len` positions."""
+    """Zeroed KV cache, k [L, B, Hkv, hd, S] and v [L, B, Hkv, S, hd], for `batch` rows of up to `max_len`
+    positions (two buffers: caches are donated)."""
     dt = dtype or dtype_of(cfg.dtype)
-    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)}  # two buffers: caches are donated
+    L, K, hd = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+    return {"k": jnp.zeros((L, batch, K, hd, max_len), dt), "v": jnp.zeros((L, batch, K, max_len, hd), dt)}
 
 
 def cache_logical_axes() -> Cache:
     """Logical axis names of the KV cache arrays."""
-    names = ("layers", "batch", "cache_seq", "kv_heads", "head_dim")
-    return {"k": names, "v": names}
+    return {"k": ("layers", "batch", "kv_heads", "head_dim", "cache_seq"),
+            "v": ("layers", "batch", "kv_heads", "cache_seq", "head_dim")}
 
 
 def attention_mask(positions: jax.Array, segment_ids: jax.Array | None, cache_len: int | None) -> jax.Array:
@@ -197,14 +236,19 @@ def attention_mask(positions: jax.Array, segment_ids: jax.Array | None, cache_le
 
 def hidden_states(params: Params, tokens: jax.Array, positions: jax.Array,
                   segment_ids: jax.Array | None = None, cache: Cache | None = None, *,
-                  cfg: ModelConfig) -> tuple[jax.Array, Cache | None]:
-    """Final-norm hidden states [B, T, D] (and the updated cache): the forward without the lm head."""
+                  cfg: ModelConfig, kv_len: int | None = None) -> tuple[jax.Array, Cache | None]:
+    """Final-norm hidden states [B, T, D] (and the updated cache): the forward without the lm head.
+    kv_len (static, with a cache): attend over cache slots [0, kv_len) only; every position must be < kv_len."""
     cd = dtype_of(cfg.dtype)
     x = params["embed"][tokens].astype(cd)
     freqs = positions[..., None].astype(jnp.float32) * rope_inv_freq(cfg)
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     cos, sin = jnp.cos(emb), jnp.sin(emb)
-    mask = attention_mask(positions, segment_ids, None if cache is None else cache["k"].shape[2])
+    per_layer = cache is not None and isinstance(cache["k"], (tuple, list))
+    S = None if cache is None else (cache["k"][0] if per_layer else cache["k"]).shape[-1]
+    if S is not None and kv_len is not None and not 1 <= kv_len <= S:
+        raise ValueError(f"kv_len={kv_len} must be in [1, cache length {S}]")
+    mask = attention_mask(positions, segment_ids, None if S is None else kv_len or S)
     block = Block(cfg)
 
     def layer(carry, inputs):
@@ -216,8 +260,49 @@ def hidden_states(params: Params, tokens: jax.Array, positions: jax.Array,
         layer = jax.checkpoint(layer)
     elif cfg.remat == "dots":
         layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-    (x, new_cache), _ = jax.lax.scan(layer, (x, cache), (params["layers"], jnp.arange(cfg.n_layers)))
+    if isinstance(params["layers"], (tuple, list)):  # unstacked (unstack_layers): unrolled, static layer index
+        new_cache, parts = cache, []
+        for i, layer_params in enumerate(params["layers"]):
+            c = {"k": cache["k"][i], "v": cache["v"][i]} if per_layer else new_cache
+            (x, c), _ = layer((x, c), (layer_params, None if per_layer else i))
+            new_cache = c
+            parts.append(c)
+        if per_layer:
+            new_cache = {name: tuple(c[name] for c in parts) for name in ("k", "v")}
+    elif per_layer:
+        raise ValueError("a per-layer cache (split_cache) needs per-layer params (unstack_layers)")
+    else:
+        (x, new_cache), _ = jax.lax.scan(layer, (x, cache), (params["layers"], jnp.arange(cfg.n_layers)))
     return _rms_norm(x, params["final_norm"], cfg.rms_eps), new_cache
+
+
+def unstack_layers(params: Params) -> Params:
+    """The same params with "layers" as a tuple of per-layer trees. `forward` then unrolls the layers; a
+    decode loop calls this once outside its step loop so no step re-slices the [L, ...] weight stacks
+    (XLA:CPU copies each slice, ~all weight bytes per step)."""
+    n = jax.tree.leaves(params["layers"])[0].shape[0]
+    return dict(params, layers=tuple(jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(n)))
+
+
+def split_cache(cache: Cache, kv_len: int) -> Cache:
+    """Per-layer buffers of the first kv_len slots: {"k": (L x [B,K,hd,kv]), "v": (L x [B,K,kv,hd])}.
+
+    A decode loop over a fixed bucket splits once, steps `forward` on the parts (with unstack_layers
+    params: each layer then writes and reads its own whole buffer, which XLA:CPU neither slices nor
+    copies), and writes them back with merge_cache.
+    """
+    L = cache["k"].shape[0]
+    return {"k": tuple(cache["k"][i, ..., :kv_len] for i in range(L)),
+            "v": tuple(cache["v"][i, :, :, :kv_len] for i in range(L))}
+
+
+def merge_cache(cache: Cache, parts: Cache) -> Cache:
+    """Write split_cache parts back into the stacked cache (in place when the cache is donated)."""
+    ck, cv = cache["k"], cache["v"]
+    for i, (pk, pv) in enumerate(zip(parts["k"], parts["v"])):
+        ck = ck.at[i, ..., :pk.shape[-1]].set(pk)
+        cv = cv.at[i, :, :, :pv.shape[2]].set(pv)
+    return {"k": ck, "v": cv}
 
 
 def lm_head_weight(params: Params, cfg: ModelConfig) -> jax.Array:
@@ -233,12 +318,13 @@ def logits_from_hidden(params: Params, h: jax.Array, cfg: ModelConfig) -> jax.Ar
 
 def forward(params: Params, tokens: jax.Array, positions: jax.Array,
             segment_ids: jax.Array | None = None, cache: Cache | None = None, *,
-            cfg: ModelConfig) -> tuple[jax.Array, Cache | None]:
+            cfg: ModelConfig, kv_len: int | None = None) -> tuple[jax.Array, Cache | None]:
     """Logits [B, T, V] (fp32) and the updated cache (None when no cache was given).
 
     tokens, positions, segment_ids: [B, T] int32. segment_ids (training only): 0 = padding, equal
     non-zero ids attend to each other causally (packing). With `cache`, tokens are written at their
-    positions and attend to cache slots 0..position.
+    positions and attend to cache slots 0..position; kv_len (static) bounds the slots read, so a decode
+    step costs O(kv_len), not O(cache length) (callers bucket it).
     """
-    h, new_cache = hidden_states(params, tokens, positions, segment_ids, cache, cfg=cfg)
+    h, new_cache = hidden_states(params, tokens, positions, segment_ids, cache, cfg=cfg, kv_len=kv_len)
     return logits_from_hidden(params, h, cfg), new_cache

@@ -36,6 +36,7 @@ class EngineConfig:
     max_new_tokens: int = 256  # per assistant turn
     chunk_steps: int = 16  # decode steps per jitted chunk (host sees finished turns between chunks)
     min_prefill_bucket: int = 16
+    min_kv_bucket: int = 64  # smallest attention length of a decode chunk (buckets are powers of two)
     sampling: SamplingConfig = SamplingConfig()
     impl: Literal["reference", "pallas"] = "reference"
     deepconf_window: int = 64  # tokens in DeepConf's sliding window (paper: 2048)
@@ -49,6 +50,7 @@ class EngineConfig:
                 f"must be in [1, max_len={self.max_len}), got {self.max_new_tokens}")
         require(self.chunk_steps >= 1, "engine.chunk_steps", f"must be >= 1, got {self.chunk_steps}")
         require(self.min_prefill_bucket >= 1, "engine.min_prefill_bucket", f"must be >= 1, got {self.min_prefill_bucket}")
+        require(self.min_kv_bucket >= 1, "engine.min_kv_bucket", f"must be >= 1, got {self.min_kv_bucket}")
         require(self.deepconf_window >= 1, "engine.deepconf_window", f"must be >= 1, got {self.deepconf_window}")
         require(self.impl in ("reference", "pallas"), "engine.impl", f"must be 'reference' or 'pallas', got {self.impl!r}")
         require(self.cache_dtype in ("auto", "float32", "bfloat16"), "engine.cache_dtype",
@@ -142,6 +144,11 @@ class DecodeEngine:
         """Slots not holding a request (running or waiting for an observation), minus queued fresh requests."""
         queued = sum(1 for r in self._pending if r[2])
         return self.cfg.batch_slots - len(self._slot_of) - queued
+
+    @property
+    def has_work(self) -> bool:
+        """True while a slot is decoding or a request waits to be prefilled (False: every turn awaits the host)."""
+        return bool(self._running or self._pending)
 
     @property
     def compiled_programs(self) -> int:
@@ -242,16 +249,23 @@ class DecodeEngine:
             for slot, *_ in items:
                 self._running.add(slot)
 
+    def _kv_bucket(self, max_pos: int) -> int:
+        """Cache slots a decode chunk attends over: the power of two (>= min_kv_bucket) covering every
+        position the chunk can reach, capped at max_len; at most log2(max_len) distinct values."""
+        reach = max_pos + self.cfg.chunk_steps + 1
+        return _bucket(reach, self.cfg.min_kv_bucket, self.cfg.max_len)
+
     def step(self) -> list[TurnEnd]:
         """Admit waiting requests, run one decode chunk if any slot is active, return the turns that ended."""
         self._admit()
         if not self._running:
             return []
-        active = np.asarray(jax.device_get(self.state["active"]))
+        active, pos = jax.device_get((self.state["active"], self.state["pos"]))
         if active.any():
-            self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps))
+            kv_len = self._kv_bucket(int(pos[active].max()))
+            self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps, kv_len))
             self.state = decode_chunk_jit(self.params, self.state, self._next_key(), self.consts,
-                                          steps=self.cfg.chunk_steps, **self._static)
+                                          steps=self.cfg.chunk_steps, kv_len=kv_len, **self._static)
         active, reason, pos, last = jax.device_get(
             (self.state["active"], self.state["reason"], self.state["pos"], self.state["last"]))
         self._pos[:], self._last[:] = pos, last
@@ -272,6 +286,11 @@ class DecodeEngine:
             self.submit(i, p, None if thresholds is None else thresholds[i])
         done: dict[int, Trajectory] = {}
         while len(done) < len(prompts):
-            for t in self.step():
+            ended = self.step()
+            if not ended and not self._running:  # nothing decodes and nothing could be admitted
+                raise RuntimeError(
+                    f"DecodeEngine.generate: {len(prompts) - len(done)} prompt(s) cannot make progress: all "
+                    f"{self.cfg.batch_slots} slots are held by requests awaiting resume() or finish()")
+            for t in ended:
                 done[t.request_id] = self.finish(t.request_id)
         return [done[i] for i in range(len(prompts))]

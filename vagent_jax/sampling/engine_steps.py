@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from vagent_jax.kernels.sampling import sample
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import forward, init_cache
+from vagent_jax.models.transformer import forward, init_cache, merge_cache, split_cache, unstack_layers
 
 REASONS = {0: "running", 1: "stop_token", 2: "stop_sequence", 3: "max_new_tokens", 4: "max_length",
            5: "deepconf", 6: "nonfinite"}
@@ -149,13 +149,22 @@ def prefill(params: Any, st: State, slots: jax.Array, tokens: jax.Array, lengths
 
 
 def decode_chunk(params: Any, st: State, key: jax.Array, c: StepConsts, *, cfg: ModelConfig, steps: int,
-                 conf_k: int, impl: str) -> State:
-    """Run `steps` single-token decode steps over all slots; inactive rows are computed but not written."""
+                 conf_k: int, impl: str, kv_len: int | None = None) -> State:
+    """Run `steps` single-token decode steps over all slots; inactive rows are computed but not written.
+
+    kv_len (static): attention reads cache slots [0, kv_len) only; the caller picks a bucket above every
+    active slot's position + steps (inactive rows may read a truncated prefix: their outputs are dropped).
+    """
     B = st["last"].shape[0]
     rows = jnp.arange(B)
+    # Weights and the first kv_len cache slots are split per layer once per chunk, not sliced every step.
+    params = unstack_layers(params)
+    full_cache = st["cache"]
+    st = dict(st, cache=split_cache(full_cache, kv_len or full_cache["k"].shape[-1]))
 
     def body(st, i):
-        logits, cache = forward(params, st["last"][:, None], st["pos"][:, None], cache=st["cache"], cfg=cfg)
+        logits, cache = forward(params, st["last"][:, None], st["pos"][:, None], cache=st["cache"], cfg=cfg,
+                                kv_len=kv_len)
         out = sample(logits[:, 0], jax.random.fold_in(key, i), c.temperature, c.top_k, c.top_p, c.min_p,
                      conf_k=conf_k, impl=impl)
         act = st["active"]
@@ -171,7 +180,7 @@ def decode_chunk(params: Any, st: State, key: jax.Array, c: StepConsts, *, cfg: 
         return st, None
 
     st, _ = jax.lax.scan(body, st, jnp.arange(steps))
-    return st
+    return dict(st, cache=merge_cache(full_cache, st["cache"]))
 
 
 ROW_FIELDS = ("tokens", "gen_mask", "logprob", "sample_logprob", "entropy", "confidence", "reason")
@@ -183,5 +192,6 @@ def slot_row(st: State, slot: jax.Array) -> dict[str, jax.Array]:
 
 
 prefill_jit = jax.jit(prefill, static_argnames=("cfg", "conf_k", "impl"), donate_argnames=("st",))
-decode_chunk_jit = jax.jit(decode_chunk, static_argnames=("cfg", "steps", "conf_k", "impl"), donate_argnames=("st",))
+decode_chunk_jit = jax.jit(decode_chunk, static_argnames=("cfg", "steps", "conf_k", "impl", "kv_len"),
+                           donate_argnames=("st",))
 slot_row_jit = jax.jit(slot_row)

@@ -104,6 +104,7 @@ class MetricsWriter:
         for tag, v in values.items():
             self._tb.add_scalar(tag, v, global_step=int(step))
         self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), "scalars": values}) + "\n")
+        self._jsonl.flush()  # a line per step, visible to `tail -f` at once
 
     def write_histogram(self, step: int, tag: str, values: Any) -> None:
         """Log the distribution of `values` (any shape; non-finite entries are dropped; none left: skipped)."""

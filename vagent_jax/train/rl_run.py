@@ -24,10 +24,11 @@ from vagent_jax.data.task_source import TaskConfig, train_iterator
 from vagent_jax.envs import EnvWorkerPool
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.rl.advantages import ADVANTAGES
+from vagent_jax.rl.curriculum import Curriculum, CurriculumConfig
 from vagent_jax.rl.entropy_control import AdaptiveEntropyConfig, entropy_bonus_coef, update_entropy_coef
 from vagent_jax.rl.policy_loss import PolicyLossConfig
-from vagent_jax.rl.rollout_batch import (RewardShapingConfig, group_advantages, keep_groups, shaped_rewards,
-                                         update_batch)
+from vagent_jax.rl.rollout_batch import (RewardShapingConfig, group_advantages, keep_groups, minibatch_slices,
+                                         shaped_rewards, update_batch)
 from vagent_jax.rollout import RolloutRunner
 from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
 from vagent_jax.sharding import MeshConfig
@@ -57,6 +58,7 @@ class RLConfig:
     advantage: str = "dapo"
     loss: PolicyLossConfig = PolicyLossConfig()
     rewards: RewardShapingConfig = RewardShapingConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
     entropy_coef: float = 0.0  # fixed entropy bonus (ignored when adaptive_entropy)
     adaptive_entropy: bool = False
     entropy_control: AdaptiveEntropyConfig = AdaptiveEntropyConfig()
@@ -91,6 +93,7 @@ class RLConfig:
         require(self.entropy_coef >= 0, "entropy_coef", f"must be >= 0, got {self.entropy_coef}")
         self.loss.validate()
         self.rewards.validate()
+        self.curriculum.validate()
         self.entropy_control.validate()
 
 
@@ -110,7 +113,8 @@ class RLTrainer:
         (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
         self.ref_params = init.params if cfg.loss.kl != "none" else None
         self.state = train_state_from_params(init.params, self.model, cfg.optimizer, self.mesh)
-        self.iterator = train_iterator(cfg.tasks)
+        self.curriculum = Curriculum(cfg.curriculum)
+        self.iterator = self._level_iterator()
         self.alpha = cfg.entropy_control.alpha_init
         self.start, streak = 0, 0
         self.ckpt = Checkpointer(self.out / CHECKPOINT_DIR, cfg.checkpoint)
@@ -118,6 +122,8 @@ class RLTrainer:
             restored = self.ckpt.restore_latest(abstract_of(self.state))
             if restored is not None:
                 self.state, self.start = restored.state, restored.step
+                self.curriculum = Curriculum(cfg.curriculum, restored.extra["curriculum"])
+                self.iterator = self._level_iterator()
                 self.iterator.set_state(restored.extra["iterator"])
                 self.alpha, streak = float(restored.extra["alpha"]), int(restored.extra["bad_streak"])
         self.guard = BadStepGuard(cfg.max_bad_steps, streak)
@@ -129,10 +135,16 @@ class RLTrainer:
         self.stop_ids = stop_token_ids(self.template, self.tok)
         self.key = jax.random.key(cfg.seed)
 
+    def _level_iterator(self):  # noqa: ANN202
+        """The task iterator of the current curriculum level (tasks.difficulty when there is no curriculum)."""
+        level = self.curriculum.level
+        tasks = self.cfg.tasks if level is None else dataclasses.replace(self.cfg.tasks, difficulty=level)
+        return train_iterator(tasks)
+
     def save(self, step: int, force: bool = True) -> None:
         """Checkpoint the state after `step` with the iterator position and controller state."""
         extra = {"stage": "rl", "iterator": self.iterator.get_state(), "alpha": float(self.alpha),
-                 "bad_streak": self.guard.streak}
+                 "bad_streak": self.guard.streak, "curriculum": self.curriculum.state()}
         self.ckpt.save(step, self.state, self.key, extra=extra, force=force)
 
     # ----- one step -------------------------------------------------------------------------------------
@@ -180,13 +192,16 @@ class RLTrainer:
         if self.logprobs is not None:
             batch["old_logp"] = np.asarray(self.logprobs(self.state.params, batch)[0])
         key = jax.random.fold_in(self.key, step)
-        mb = self.rows // cfg.updates_per_batch
+        parts = minibatch_slices(self.rows, cfg.updates_per_batch, len(results))  # no update on padding alone
         sums: dict[str, float] = {}
-        for u in range(cfg.updates_per_batch):
-            part = {k: v[u * mb:(u + 1) * mb] for k, v in batch.items()}
+        for u, rows in enumerate(parts):
+            part = {k: v[rows] for k, v in batch.items()}
             self.state, m = self.rl_step(self.state, part, jax.random.fold_in(key, u), entropy_coef, self.ref_params)
-            for k, v in jax.device_get(m).items():
-                sums[k] = sums.get(k, 0.0) + float(v) / cfg.updates_per_batch
+            for k, v in jax.device_get(m).items():  # tokens: the total; max ratio: the max; others: the mean
+                if k == "mismatch_max_ratio":
+                    sums[k] = max(sums.get(k, 0.0), float(v))
+                else:
+                    sums[k] = sums.get(k, 0.0) + float(v) / (1 if k == "tokens" else len(parts))
         sums["advantage_abs_mean"] = float(np.abs(adv).mean()) if adv.size else 0.0
         return sums
 
@@ -242,10 +257,14 @@ class RLTrainer:
         scalars["update/bad_steps_total"] = float(self.guard.total + skipped)
         gen = scalars.get("rollout/generated_tokens", 0.0)
         scalars["perf/rollout_tokens_per_s"] = gen / max(t1 - t0, 1e-9)
-        scalars["perf/update_tokens_per_s"] = scalars.get("update/tokens", 0.0) * cfg.updates_per_batch / max(t2 - t1, 1e-9)
+        scalars["perf/update_tokens_per_s"] = scalars.get("update/tokens", 0.0) / max(t2 - t1, 1e-9)
         scalars["time/rollout_s"], scalars["time/update_s"] = t1 - t0, t2 - t1
         scalars["time/env_wait_s"] = counters["env_wait_s"]
         scalars["time/step_s"] = time.perf_counter() - t0
+        if self.curriculum.enabled:
+            scalars["rollout/curriculum_level"] = float(self.curriculum.level)
+            if self.curriculum.observe(scalars.get("rollout/pass_rate", 0.0)):
+                self.iterator = self._level_iterator()  # the next level's tasks, from the start of its stream
         scalars = {k: v for k, v in scalars.items() if np.isfinite(v)}  # e.g. no correct trajectory: no mean
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             writer.write_scalars(step + 1, scalars)
