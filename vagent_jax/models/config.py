@@ -186,4 +186,21 @@ PRESETS: dict[str, ModelConfig] = {
     # ~100M parameters: the larger CPU benchmark config.
     "100m": ModelConfig(vocab_size=32768, d_model=768, n_layers=10, n_heads=12, n_kv_heads=4, head_dim=64,
                         d_ff=2304, qk_norm=True, max_seq_len=2048),
+    # The released architectures (HF config.json values), fp32 master weights with bf16 matmuls and
+    # full remat as pod defaults; recipes override remat/max_seq_len with model.* keys.
+    "qwen2.5-7b": ModelConfig(family="qwen2", vocab_size=152064, d_model=3584, n_layers=28, n_heads=28,
+                              n_kv_heads=4, head_dim=128, d_ff=18944, rms_eps=1e-6, rope_theta=1e6,
+                              qkv_bias=True, tie_embeddings=False, max_seq_len=32768,
+                              param_dtype="float32", dtype="bfloat16", remat="full"),
+    "qwen2.5-32b": ModelConfig(family="qwen2", vocab_size=152064, d_model=5120, n_layers=64, n_heads=40,
+                               n_kv_heads=8, head_dim=128, d_ff=27648, rms_eps=1e-6, rope_theta=1e6,
+                               qkv_bias=True, tie_embeddings=False, max_seq_len=32768,
+                               param_dtype="float32", dtype="bfloat16", remat="full"),
+    "llama3.1-8b": ModelConfig(family="llama", vocab_size=128256, d_model=4096, n_layers=32, n_heads=32,
+                               n_kv_heads=8, head_dim=128, d_ff=14336, rms_eps=1e-5, rope_theta=5e5,
+                               rope_scaling=RopeScaling("llama3", factor=8.0, low_freq_factor=1.0,
+                                                        high_freq_factor=4.0,
+                                                        original_max_position_embeddings=8192),
+                               qkv_bias=False, tie_embeddings=False, max_seq_len=131072,
+                               param_dtype="float32", dtype="bfloat16", remat="full"),
 }
