@@ -38,31 +38,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vagent_jax.bench_timing import best_seconds, fp32_matmul_peak  # noqa: E402
 from vagent_jax.kernels.sampling import SamplingConfig  # noqa: E402
 from vagent_jax.models.config import PRESETS  # noqa: E402
 from vagent_jax.models.hf_io import save_hf_checkpoint  # noqa: E402
 from vagent_jax.models.transformer import init_params  # noqa: E402
 from vagent_jax.sampling.engine import DecodeEngine, EngineConfig  # noqa: E402
-
-
-def best_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """(best wall seconds over `repeats` calls, last result); the caller has warmed fn up."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
-def fp32_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
-    """fp32 FLOP/s of a jitted n x n x n jnp.dot: 2 n^3 / best time."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    jax.block_until_ready(dot(a, b))
-    t, _ = best_seconds(lambda: jax.block_until_ready(dot(a, b)), repeats)
-    return 2.0 * n**3 / t
 
 
 def read_bandwidth(mib: int = 256, repeats: int = 5) -> float:

@@ -36,7 +36,8 @@ RECIPES = [("configs/pods/llama3.1-8b_sft_v5e-32.yaml", "v5e-32", None),
 
 
 def tiny_sft(**kw) -> SFTConfig:
-    base = {"model": TINY, "batch_size": 8, "seq_len": 64, "micro_batches": 2, "mesh": {"fsdp": -1}}
+    base = {"model": TINY, "tokenizer": {"vocab_size": 256}, "batch_size": 8, "seq_len": 64, "micro_batches": 2,
+            "mesh": {"fsdp": -1}}
     return from_dict(SFTConfig, {**base, **kw})
 
 
@@ -161,7 +162,7 @@ def test_too_large_a_model_exits_nonzero(tmp_path, capsys):
     # ~8.6B parameters with fp32 AdamW = 103 GB over 4 v5e chips of 16 GiB each
     cfg = tmp_path / "huge.yaml"
     cfg.write_text("model: {vocab_size: 256, d_model: 16384, n_layers: 2, n_heads: 128, n_kv_heads: 8, "
-                   "head_dim: 128, d_ff: 65536, max_seq_len: 128}\nbatch_size: 4\nseq_len: 64\n")
+                   "head_dim: 128, d_ff: 65536, max_seq_len: 128}\ntokenizer: {vocab_size: 256}\nbatch_size: 4\nseq_len: 64\n")
     assert main(["compile", str(cfg), "--topology", "v5e:2x2"]) == 1
     err = capsys.readouterr().err
     assert "does not fit" in err and "16 GiB" in err

@@ -295,7 +295,8 @@ def test_jit_with_static_config_matches_eager():
 @pytest.mark.parametrize("data,key", [
     ({"cispo_eps_high_is": -0.1}, "cispo_eps_high_is"), ({"cispo_eps_low_is": 1.5}, "cispo_eps_low_is"),
     ({"eps_low": -0.2}, "eps_low"), ({"mismatch_cap": 1.0}, "mismatch_cap"),
-    ({"entropy_top_frac": 0.0}, "entropy_top_frac"),
+    ({"entropy_top_frac": 0.0}, "entropy_top_frac"), ({"entropy_top_frac": 1.5}, "entropy_top_frac"),
+    ({"cispo_eps_low_is": -0.1}, "cispo_eps_low_is"), ({"mismatch_cap": 0.5}, "mismatch_cap"),
     ({"kl_coef": 0.1}, "kl_coef"), ({"objective": "gspo", "covariance": "kl_cov"}, "covariance"),
     ({"objective": "reinforce"}, "objective"), ({"aggregation": "seq"}, "aggregation"),
     ({"clip_cov_low": 6.0}, "clip_cov_low"), ({"kl_cov_k": 0.0}, "kl_cov_k"),

@@ -58,7 +58,8 @@ def _rl_cfg(policy: Path, out: Path, extra: list[str] = ()) -> RLConfig:
 
 
 def test_rl_loop_logs_every_tag(policy_dir: Path, tmp_path: Path) -> None:
-    summary = run_rl(_rl_cfg(policy_dir, tmp_path / "rl"))
+    summary = run_rl(_rl_cfg(policy_dir, tmp_path / "rl", ["checkpoint.best_metric=rollout/reward_mean",
+                                                           "checkpoint.keep_last=1"]))
     assert summary["steps"] == 3
     scalars = read_scalars(tmp_path / "rl" / "tb")
     missing = [t for t in TAGS if t not in scalars]
@@ -69,6 +70,10 @@ def test_rl_loop_logs_every_tag(policy_dir: Path, tmp_path: Path) -> None:
     assert all(0 <= v <= 1 for _, v in scalars["update/clip_frac_high"])
     # on-policy, fp32 sampler and trainer, temperature 1: the sampler's logprobs match the trainer's
     assert max(v for _, v in scalars["update/mismatch_abs_prob_diff"]) < 1e-3
+    kept_steps = sorted(int(p.name) for p in (tmp_path / "rl" / "checkpoints").iterdir() if p.name.isdigit())
+    rewards = dict(scalars["rollout/reward_mean"])
+    best = max(rewards, key=lambda s: (rewards[s], s))  # orbax keeps the newest among equal bests
+    assert 3 in kept_steps and (best in kept_steps or rewards[best] == max(rewards[s] for s in kept_steps))
 
 
 def _cli(args: list[str]) -> list[str]:

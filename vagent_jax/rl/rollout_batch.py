@@ -70,7 +70,11 @@ def update_batch(trajectories: Sequence[Any], advantages: np.ndarray, truncated:
     """Fixed-shape update arrays [rows, seq_len] (+ advantages [rows]) from engine Trajectories.
 
     loss_mask is the trajectory's gen_mask (policy tokens only; prompt and tool observations 0), zeroed
-    for truncated rows under overlong filtering; rollout_logp is the sampler's temperature-1 logprob.
+    for truncated rows under overlong filtering. rollout_logp is pi_rollout of ALGORITHMS.md: the
+    log-prob under the distribution the token was actually drawn from (the engine's sample_logprob:
+    tempered, top-k/top-p/min-p truncated, in the sampler's dtype), so the mismatch metrics and the
+    TIS/MIS weights pi_old / pi_rollout see truncation as well as numerics. At temperature 1 with no
+    truncation it equals the temperature-1 logprob.
     """
     n = len(trajectories)
     if n > rows:
@@ -85,10 +89,26 @@ def update_batch(trajectories: Sequence[Any], advantages: np.ndarray, truncated:
             raise ValueError(f"trajectory {tr.request_id!r} has {L} tokens, more than the update length {seq_len}")
         tokens[i, :L] = tr.tokens
         loss_mask[i, :L] = tr.gen_mask
-        rollout_logp[i, :L] = tr.logprob
+        rollout_logp[i, :L] = tr.sample_logprob
         adv[i] = advantages[i]
         if overlong_filter and truncated[i]:
             loss_mask[i] = 0.0
     positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (rows, seq_len)).copy()
     return {"tokens": tokens, "positions": positions, "loss_mask": loss_mask, "advantages": adv,
             "rollout_logp": rollout_logp}
+
+
+def minibatch_slices(rows: int, updates: int, used_rows: int) -> list[slice]:
+    """Row slices of the sequential updates over one padded batch: `updates` equal mini-batches of
+    rows // updates rows, keeping only those that hold at least one of the first `used_rows` rows.
+
+    Every used row falls in exactly one slice; a mini-batch of padding alone is dropped, because an
+    optimizer step on no data still moves the params (Adam momentum, weight decay) and shifts the lr
+    schedule.
+    """
+    if updates < 1 or rows % updates:
+        raise ValueError(f"updates_per_batch {updates} does not split the update batch of {rows} rows")
+    if not 0 <= used_rows <= rows:
+        raise ValueError(f"used_rows {used_rows} is outside [0, {rows}]")
+    mb = rows // updates
+    return [slice(u * mb, (u + 1) * mb) for u in range(updates) if u * mb < used_rows]

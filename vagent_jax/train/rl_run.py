@@ -127,6 +127,7 @@ class RLTrainer:
                 self.iterator.set_state(restored.extra["iterator"])
                 self.alpha, streak = float(restored.extra["alpha"]), int(restored.extra["bad_streak"])
         self.guard = BadStepGuard(cfg.max_bad_steps, streak)
+        self.last_scalars: dict[str, float] = {}
         self.rows = cfg.prompts_per_step * cfg.group_size
         self.rl_step = make_rl_step(self.model, cfg.optimizer, cfg.loss, self.mesh, cfg.micro_batches,
                                     max_len=cfg.engine.max_len)
@@ -145,7 +146,14 @@ class RLTrainer:
         """Checkpoint the state after `step` with the iterator position and controller state."""
         extra = {"stage": "rl", "iterator": self.iterator.get_state(), "alpha": float(self.alpha),
                  "bad_streak": self.guard.streak, "curriculum": self.curriculum.state()}
-        self.ckpt.save(step, self.state, self.key, extra=extra, force=force)
+        metric = self.cfg.checkpoint.best_metric  # keep-best retention ranks steps by a logged scalar
+        metrics = None
+        if metric is not None:
+            if metric not in self.last_scalars:
+                raise ValueError(f"checkpoint.best_metric: '{metric}' is not a logged scalar "
+                                 f"(e.g. rollout/pass_rate, rollout/reward_mean)")
+            metrics = {metric: self.last_scalars[metric]}
+        self.ckpt.save(step, self.state, self.key, extra=extra, metrics=metrics, force=force)
 
     # ----- one step -------------------------------------------------------------------------------------
     def collect(self, pool: EnvWorkerPool, step: int) -> tuple[list, np.ndarray, list, dict[str, float]]:
@@ -214,7 +222,7 @@ class RLTrainer:
         try:
             with EnvWorkerPool(num_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules) as pool, save_on_interrupt(lambda: self.save(done)):
                 for step in range(self.start, cfg.steps):
-                    last = self.one_step(pool, step, writer, bar)
+                    last = self.last_scalars = self.one_step(pool, step, writer, bar)
                     done = step + 1
                     if done % cfg.save_every == 0 and done < cfg.steps:
                         self.save(done, force=False)

@@ -77,6 +77,8 @@ class SFTConfig:
         require(self.batch_size % self.micro_batches == 0, "micro_batches",
                 f"{self.micro_batches} does not divide batch_size {self.batch_size}")
         require(self.demos != "jsonl" or bool(self.demos_path), "demos_path", "demos 'jsonl' needs a JSONL file")
+        require(bool(self.tokenizer.path) or self.model.vocab_size >= self.tokenizer.vocab_size, "model.vocab_size",
+                f"{self.model.vocab_size} is smaller than tokenizer.vocab_size {self.tokenizer.vocab_size}")
         require(self.seq_len <= self.model.max_seq_len, "seq_len",
                 f"{self.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
 
@@ -165,10 +167,18 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft")
     guard = BadStepGuard(cfg.max_bad_steps, streak)
     done = start
+    m: dict[str, Any] = {}
 
     def save(step: int, force: bool = True) -> None:
+        metrics = None
+        if cfg.checkpoint.best_metric is not None:  # keep-best retention ranks steps by an SFT metric
+            name = cfg.checkpoint.best_metric.removeprefix("sft/")
+            if name not in m:
+                raise ValueError(f"checkpoint.best_metric: '{cfg.checkpoint.best_metric}' is not an SFT metric "
+                                 f"(one of {sorted(m)})")
+            metrics = {cfg.checkpoint.best_metric: float(m[name])}
         ckpt.save(step, state, jax.random.key(cfg.seed), extra={"stage": "sft", "bad_streak": guard.streak},
-                  force=force)
+                  metrics=metrics, force=force)
 
     t0 = time.perf_counter()
     try:
