@@ -42,6 +42,14 @@ def parse_plain_number(text: str) -> Fraction | None:
     return Fraction(s)
 
 
+def verify_plain_number(task: Mapping[str, Any], answer: str) -> tuple[bool, dict]:
+    """Exact check of a plain-number answer against task["answer"] (the arithmetic and calculator verifier)."""
+    value = parse_plain_number(answer)
+    if value is None:
+        return False, {"reason": "answer is not a plain number"}
+    return value == Fraction(task["answer"]), {}
+
+
 def task_seed(name: str, seed: int, difficulty: int) -> random.Random:
     """A deterministic RNG for (environment, seed, difficulty); string seeds hash with SHA-512."""
     return random.Random(f"{name}/{seed}/{difficulty}")
@@ -67,10 +75,7 @@ class ArithmeticEnv(Environment):
         return f"Compute {task['expression']}. Give the exact value as an integer, decimal or reduced fraction."
 
     def verify(self, task: Mapping[str, Any], answer: str) -> tuple[bool, dict]:
-        value = parse_plain_number(answer)
-        if value is None:
-            return False, {"reason": "answer is not a plain number"}
-        return value == Fraction(task["answer"]), {}
+        return verify_plain_number(task, answer)
 
     def generate_tasks(self, n: int, seed: int, difficulty: int = 1) -> list[dict]:
         """difficulty d: d+1 operators over operands up to 10**min(d, 3); + - * only (integer results)."""

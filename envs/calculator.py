@@ -4,10 +4,9 @@ The calculator evaluates arithmetic exactly and safely (AST walk with size bound
 """
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Any, Mapping
 
-from vagent_jax.envs.arithmetic import check_gen_args, parse_plain_number, random_expression, task_seed
+from vagent_jax.envs.arithmetic import check_gen_args, random_expression, task_seed, verify_plain_number
 from vagent_jax.envs.base import Environment, Message
 from vagent_jax.envs.registry import register_env
 from vagent_jax.envs.safe_math import ExpressionError, evaluate, format_number
@@ -56,10 +55,7 @@ class CalculatorEnv(Environment):
         return f"What is {task['expression']}? Give the exact value (integer, decimal or reduced fraction)."
 
     def verify(self, task: Mapping[str, Any], answer: str) -> tuple[bool, dict]:
-        value = parse_plain_number(answer)
-        if value is None:
-            return False, {"reason": "answer is not a plain number"}
-        return value == Fraction(task["answer"]), {}
+        return verify_plain_number(task, answer)
 
     def generate_tasks(self, n: int, seed: int, difficulty: int = 1) -> list[dict]:
         """difficulty d: d+1 operators over operands up to 10**(d+2), including exact division."""

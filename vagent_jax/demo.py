@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from vagent_jax.config import require
 from vagent_jax.data.task_source import TaskConfig, eval_tasks
 from vagent_jax.eval.pass_rate import policy_pass_rate
@@ -23,13 +21,13 @@ from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.sampling.engine import EngineConfig
-from vagent_jax.sharding import MeshConfig, make_mesh
+from vagent_jax.sharding import MeshConfig
 from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import load_policy
 from vagent_jax.train.report import write_report
 from vagent_jax.train.rl_run import RLConfig, run_rl
-from vagent_jax.train.run_common import check_writable
+from vagent_jax.train.run_common import check_writable, run_mesh
 from vagent_jax.train.sft_run import SFTConfig, TokenizerConfig, run_sft
 
 _ENGINE = EngineConfig(batch_slots=64, max_len=320, max_new_tokens=96, chunk_steps=16,
@@ -84,8 +82,7 @@ def stage_configs(cfg: DemoConfig) -> tuple[SFTConfig, RLConfig]:
 def _evaluate(cfg: DemoConfig, run_dir: Path, name: str, tasks: list[dict], resume: bool) -> dict[str, Any]:
     """pass@1 of a stage's final policy on the held-out tasks (cached in out_dir/eval_<name>.json)."""
     path = Path(cfg.out_dir) / f"eval_{name}.json"
-    mesh = make_mesh(MeshConfig(), devices=jax.devices()[: cfg.num_devices or None])
-    policy = load_policy(run_dir, mesh)
+    policy = load_policy(run_dir, run_mesh(MeshConfig(), cfg.num_devices))
     if resume and path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("step") == policy.step:

@@ -6,11 +6,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vagent_jax.chat_template import stop_token_ids
-from vagent_jax.envs import EnvWorkerPool
 from vagent_jax.eval.estimators import wilson_interval
-from vagent_jax.rollout import RolloutResult, RolloutRunner
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
+from vagent_jax.eval.policy_rollouts import sample_rollouts
+from vagent_jax.rollout import RolloutResult
+from vagent_jax.sampling.engine import EngineConfig
 from vagent_jax.train.policy_dir import Policy
 from vagent_jax.train.rollout_metrics import rollout_metrics
 
@@ -18,10 +17,9 @@ from vagent_jax.train.rollout_metrics import rollout_metrics
 def policy_pass_rate(policy: Policy, tasks: Sequence[dict], env: str, engine: EngineConfig, *, seed: int = 0,
                      env_workers: int = 2, env_modules: Sequence[str] = ()) -> tuple[dict[str, Any], list[RolloutResult]]:
     """One sample per task; returns ({pass_rate, pass_rate_95ci, n, rollout metrics...}, results)."""
-    eng = DecodeEngine(policy.params, policy.model, engine, stop_token_ids(policy.template, policy.tokenizer),
-                       seed=seed)
-    with EnvWorkerPool(num_workers=env_workers, env_modules=env_modules) as pool:
-        results = RolloutRunner(eng, policy.tokenizer, policy.template, pool, env).run(tasks, 1)
+    groups = sample_rollouts(policy, tasks, env, engine, 1, seed=seed, env_workers=env_workers,
+                             env_modules=env_modules)
+    results = [g[0] for g in groups]
     correct = int(np.sum([r.reward.correct for r in results]))
     lo, hi = wilson_interval(correct, len(results))
     metrics = rollout_metrics(results)
