@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from vagent_jax.envs.parsing import ToolCallParse, extract_final_answer, parse_tool_calls
 from vagent_jax.envs.tools import (
-    Tool, ToolError, ToolTimeout, call_with_timeout, format_tool_response, run_tool, validate_arguments,
+    Tool, ToolError, ToolTimeout, call_with_timeout, format_tool_results, run_tool, validate_arguments,
 )
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -96,6 +96,9 @@ class Environment:
     verify_timeout_s: float = 5.0
     accept_boxed: bool = False
     system_prompt: str = ""
+    # "json": every tool's JSON schema (the listing pretrained chat models know); "brief": name(args) only,
+    # for policies trained from scratch, where each system-prompt token is paid on every sequence
+    tool_listing: str = "json"
 
     def __init__(self, max_turns: int | None = None) -> None:
         if max_turns is not None:
@@ -133,7 +136,10 @@ class Environment:
     def full_system_prompt(self) -> str:
         """The system prompt plus the tool list and the call format, when there are tools."""
         text = self.system_prompt
-        if self.tools:
+        if self.tools and self.tool_listing == "brief":
+            listing = "; ".join(f"{t.name}({', '.join(t.params.get('properties', {}))})" for t in self.tools.values())
+            text += '\nTools: ' + listing + '. Call: <tool_call>{"name": NAME, "arguments": {...}}</tool_call>'
+        elif self.tools:
             listing = "\n".join(json.dumps(s, sort_keys=True) for s in self.tool_schemas())
             text += (
                 "\n\nYou may call tools. Available tools:\n" + listing + "\nCall a tool with "
@@ -199,29 +205,24 @@ class Environment:
         return self._run_tools(parsed)
 
     def _run_tools(self, parsed: ToolCallParse) -> EnvStep:
-        parts = [format_tool_response(None, f"error: {e}") for e in parsed.errors]
+        results: list[tuple[str | None, str]] = [(None, f"error: {e}") for e in parsed.errors]
         calls = parsed.calls
         if len(calls) > self.max_tool_calls_per_turn:
-            parts.append(
-                format_tool_response(
-                    None, f"error: at most {self.max_tool_calls_per_turn} tool calls per turn; "
-                    f"{len(calls) - self.max_tool_calls_per_turn} ignored"
-                )
-            )
+            results.append((None, f"error: at most {self.max_tool_calls_per_turn} tool calls per turn; "
+                                  f"{len(calls) - self.max_tool_calls_per_turn} ignored"))
             calls = calls[: self.max_tool_calls_per_turn]
         for call in calls:
             tool = self.tools.get(call.name)
             if tool is None:
-                parts.append(format_tool_response(call.name, f"error: unknown tool {call.name!r}; "
-                                                  f"available: {sorted(self.tools)}"))
+                results.append((call.name, f"error: unknown tool {call.name!r}; available: {sorted(self.tools)}"))
                 continue
             try:
-                parts.append(format_tool_response(call.name, run_tool(tool, call.arguments)))
+                results.append((call.name, run_tool(tool, call.arguments)))
             except ToolTimeout as e:
                 return failed_step("timeout", str(e), tool_calls=len(calls))
             except ToolError as e:
                 return failed_step("tool_error", str(e), tool_calls=len(calls))
-        return EnvStep(Message("tool", "\n".join(parts)), False, None, len(calls), None)
+        return EnvStep(Message("tool", format_tool_results(results)), False, None, len(calls), None)
 
     def _finish(self, task: Mapping[str, Any], msgs: Sequence[Message], answer: str | None,
                 n_turns: int) -> EnvStep:

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from vagent_jax.envs.base import EnvStep, Environment, Message, Reward, as_messages
 from vagent_jax.envs.registry import register_env
-from vagent_jax.envs.tools import Tool, format_tool_response, run_tool
+from vagent_jax.envs.tools import Tool, format_tool_results, run_tool
 
 MODULE = __name__
 ENV_NAME = "bench_tool"
@@ -87,5 +87,5 @@ class BenchToolEnv(Environment):
         n_turns = sum(1 for m in msgs if m.role == "assistant")
         if n_turns <= self.tool_calls:
             text = run_tool(self.tools["wait"], {})
-            return EnvStep(Message("tool", format_tool_response("wait", text)), False, None, 1, None)
+            return EnvStep(Message("tool", format_tool_results([("wait", text)])), False, None, 1, None)
         return EnvStep(None, True, Reward(1.0, True, True, (), {"turns": n_turns}), 0, None)

@@ -42,7 +42,8 @@ class CalculatorEnv(Environment):
 
     name = "calculator"
     max_turns = 4
-    system_prompt = "Solve the problem. Use the calculator tool for arithmetic, then give <answer>NUMBER</answer>."
+    system_prompt = "Use the calculator tool, then give <answer>NUMBER</answer>."
+    tool_listing = "brief"
 
     def __init__(self, max_turns: int | None = None, tool_timeout_s: float = 2.0) -> None:
         self._tool_timeout_s = tool_timeout_s
@@ -52,18 +53,20 @@ class CalculatorEnv(Environment):
         return [calculator_tool(self._tool_timeout_s)]
 
     def prompt(self, task: Mapping[str, Any]) -> str:
-        return f"What is {task['expression']}? Give the exact value (integer, decimal or reduced fraction)."
+        return f"What is {task['expression']}?"
 
     def verify(self, task: Mapping[str, Any], answer: str) -> tuple[bool, dict]:
         return verify_plain_number(task, answer)
 
     def generate_tasks(self, n: int, seed: int, difficulty: int = 1) -> list[dict]:
-        """difficulty d: d+1 operators over operands up to 10**(d+2), including exact division."""
+        """difficulty 1: one multiplication of two-digit operands ("37 * 85"); d >= 2: d - 1 operators of
+        + - * / (exact division) over operands up to 10**(d+1) ("412 / 97", then "(4120 - 97) * 608"...)."""
         check_gen_args(self.name, n, difficulty, 5)
         rng = task_seed(self.name, seed, difficulty)
+        n_ops, ops = (1, "*") if difficulty == 1 else (difficulty - 1, "+-*/")
         tasks = []
         while len(tasks) < n:
-            expr = random_expression(rng, difficulty + 1, 10 ** (difficulty + 2), "+-*/")
+            expr = random_expression(rng, n_ops, 10 ** (difficulty + 1), ops)
             try:
                 value = evaluate(expr).value
             except ExpressionError:
@@ -73,7 +76,7 @@ class CalculatorEnv(Environment):
 
     def demonstration(self, task: Mapping[str, Any]) -> list[Message]:
         call = '<tool_call>{"name": "calculator", "arguments": {"expression": "%s"}}</tool_call>' % task["expression"]
-        msgs = self.initial_messages(task) + [Message("assistant", f"I will use the calculator.\n{call}")]
+        msgs = self.initial_messages(task) + [Message("assistant", call)]
         obs = self.step(task, msgs).observation
         if obs is None:
             raise RuntimeError(f"calculator demonstration got no observation for task {task!r}")

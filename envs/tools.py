@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -132,7 +132,10 @@ def run_tool(tool: Tool, arguments: Mapping[str, Any]) -> str:
     return text
 
 
-def format_tool_response(name: str | None, text: str) -> str:
-    """Wrap one tool result in <tool_response> tags (the name is omitted for parse errors)."""
-    head = f'<tool_response name="{name}">' if name else "<tool_response>"
-    return f"{head}\n{text}\n</tool_response>"
+def format_tool_results(results: Sequence[tuple[str | None, str]]) -> str:
+    """The content of one tool message (the chat template wraps it in <tool_response> tags).
+
+    One result is its text alone; several are `name: text` blocks in call order (no name: a parse error)."""
+    if len(results) == 1:
+        return results[0][1]
+    return "\n".join(f"{name}: {text}" if name else text for name, text in results)

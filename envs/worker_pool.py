@@ -1,13 +1,16 @@
 """A pool of CPU worker processes that run environment steps, isolated from the trainer process.
 
 The parent has JAX initialised, so workers never come from a plain fork of it: they start with the
-"forkserver" (default) or "spawn" method. Each worker has its own pipe and serves one request at a time,
-so the parent always knows which request a worker holds: when the worker dies (segfault, kill, OOM) or
-overruns the request's deadline, exactly that request ends with reward 0 and an error tag
-("worker_died" / "timeout"), the worker is replaced, and nothing else is lost.
+"forkserver" (default) or "spawn" method. Each worker has its own pipe and a short queue of requests
+(`pipeline_depth`) that it serves in order, so it keeps working while the parent is busy decoding, and
+the parent always knows which request a worker is running (the head of its queue): when the worker dies
+(segfault, kill, OOM) or overruns that request's deadline, exactly that request ends with reward 0 and an
+error tag ("worker_died" / "timeout"), the requests queued behind it go back to the pool's queue, the
+worker is replaced, and nothing else is lost.
 
 Deadline of a request = the tool timeouts of the calls in its last turn + the environment's
-verify_timeout_s + deadline_margin_s, counted from when a worker takes it (queued requests do not age).
+verify_timeout_s + deadline_margin_s, counted from when it reaches the head of a worker's queue (queued
+requests do not age).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import json
 import multiprocessing as mp
 import signal
 import time
+import dataclasses
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Hashable, Mapping, Sequence
@@ -61,8 +65,17 @@ def _worker_main(conn: Connection, env_modules: Sequence[str]) -> None:
 class _Worker:
     proc: Any
     conn: Connection
-    request_id: Hashable | None = None
-    deadline: float = 0.0
+    queue: collections.deque = dataclasses.field(default_factory=collections.deque)  # (request_id, budget)
+    head_since: float = 0.0  # when the head of the queue started running
+
+    @property
+    def request_id(self) -> Hashable | None:
+        """The request the worker is running now (None when idle)."""
+        return self.queue[0][0] if self.queue else None
+
+    @property
+    def deadline(self) -> float:
+        return self.head_since + self.queue[0][1]
 
 
 class EnvWorkerPool:
@@ -74,9 +87,12 @@ class EnvWorkerPool:
     """
 
     def __init__(self, num_workers: int = 2, env_modules: Sequence[str] = (), deadline_margin_s: float = 2.0,
-                 start_method: str = "forkserver") -> None:
+                 start_method: str = "forkserver", pipeline_depth: int = 8) -> None:
         if not isinstance(num_workers, int) or num_workers < 1:
             raise ValueError(f"EnvWorkerPool num_workers must be a positive int, got {num_workers!r}")
+        if not isinstance(pipeline_depth, int) or pipeline_depth < 1:
+            raise ValueError(f"EnvWorkerPool pipeline_depth must be a positive int, got {pipeline_depth!r}")
+        self._depth = pipeline_depth
         if start_method not in ("forkserver", "spawn"):
             raise ValueError(
                 f"EnvWorkerPool start_method must be 'forkserver' or 'spawn' (never 'fork'), got {start_method!r}"
@@ -164,20 +180,24 @@ class EnvWorkerPool:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        for i in range(len(self._workers)):
-            if not self._pending:
+        """Top up every worker's queue (least loaded first) from the pool's queue."""
+        while self._pending:
+            i = min(range(len(self._workers)), key=lambda k: len(self._workers[k].queue))
+            w = self._workers[i]
+            if len(w.queue) >= self._depth:
                 return
-            if self._workers[i].request_id is None:
-                if not self._workers[i].proc.is_alive():  # died while idle: nothing lost, just replace it
-                    self._replace(i)
+            if not w.queue and not w.proc.is_alive():  # died while idle: nothing lost, just replace it
+                self._replace(i)
                 w = self._workers[i]
-                request_id, budget = self._pending.popleft()
-                name, kwargs, task, msgs = self._requests[request_id]
-                w.request_id, w.deadline = request_id, time.monotonic() + budget
-                try:
-                    w.conn.send((request_id, name, kwargs, task, msgs))
-                except (OSError, BrokenPipeError):
-                    pass  # the dead worker is noticed by poll() and the request ends as worker_died
+            request_id, budget = self._pending.popleft()
+            name, kwargs, task, msgs = self._requests[request_id]
+            if not w.queue:
+                w.head_since = time.monotonic()
+            w.queue.append((request_id, budget))
+            try:
+                w.conn.send((request_id, name, kwargs, task, msgs))
+            except (OSError, BrokenPipeError):
+                pass  # the dead worker is noticed by poll() and its head request ends as worker_died
 
     def _finish(self, request_id: Hashable, step: EnvStep) -> None:
         self._requests.pop(request_id, None)
@@ -187,33 +207,39 @@ class EnvWorkerPool:
         self._ready.append((request_id, step))
 
     def _collect(self, wait_s: float) -> None:
-        """Wait up to `wait_s` for worker messages or deaths, then enforce deadlines."""
-        busy = [w for w in self._workers if w.request_id is not None]
+        """Wait up to `wait_s` for worker messages or deaths, then enforce the head requests' deadlines."""
+        busy = [w for w in self._workers if w.queue]
         if busy:
             nearest = min(w.deadline for w in busy) - time.monotonic()
             handles = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
             wait(handles, timeout=max(0.0, min(wait_s, nearest)))
         for i, w in enumerate(self._workers):
-            if w.request_id is None:
-                continue
-            rid = w.request_id
-            try:
-                got = w.conn.recv() if w.conn.poll() else None
-            except (EOFError, OSError):
-                got = None
-            if got is not None:
-                w.request_id = None
+            while w.queue:  # every result the worker has sent, in its queue order
+                try:
+                    got = w.conn.recv() if w.conn.poll() else None
+                except (EOFError, OSError):
+                    got = None
+                if got is None:
+                    break
+                w.queue.popleft()
+                w.head_since = time.monotonic()
                 self._finish(got[0], got[1])
+            if not w.queue:
                 continue
             if not w.proc.is_alive():
                 code = w.proc.exitcode
-                w.request_id = None
-                self._finish(rid, failed_step("worker_died", f"worker exit code {code}"))
-                self._replace(i)
+                self._fail_head(i, failed_step("worker_died", f"worker exit code {code}"))
             elif time.monotonic() > w.deadline:
-                w.request_id = None
-                self._finish(rid, failed_step("timeout", "request passed its deadline; worker killed"))
-                self._replace(i)
+                self._fail_head(i, failed_step("timeout", "request passed its deadline; worker killed"))
+
+    def _fail_head(self, i: int, step: EnvStep) -> None:
+        """End worker i's running request with `step`, requeue the requests behind it, replace the worker."""
+        w = self._workers[i]
+        rid, _ = w.queue.popleft()
+        self._pending.extendleft(reversed(w.queue))
+        w.queue.clear()
+        self._finish(rid, step)
+        self._replace(i)
 
     def poll(self, timeout: float = 0.0) -> list[tuple[Hashable, EnvStep]]:
         """Finished (request_id, EnvStep) pairs; waits up to `timeout` seconds for at least one."""

@@ -61,7 +61,8 @@ class SamplingConfig:
 _sample_reference_jit = jax.jit(sample_reference, static_argnames=("conf_k", "num_top_logprobs"))
 
 
-def _check_inputs(logits, temperature, top_k, top_p, min_p, conf_k: int, num_top_logprobs: int) -> None:
+def _check_inputs(logits, temperature, top_k, top_p, min_p, conf_k: int, num_top_logprobs: int,
+                  row_seed=None) -> None:
     """Static shape/dtype checks that name the tensor or argument at fault."""
     if logits.ndim != 2:
         raise ValueError(f"sample: logits must be [B, V], got shape {logits.shape}")
@@ -75,6 +76,11 @@ def _check_inputs(logits, temperature, top_k, top_p, min_p, conf_k: int, num_top
         if jnp.dtype(arr.dtype).kind != kind:
             want = "an integer" if kind == "i" else "a float"
             raise ValueError(f"sample: {name} must have {want} dtype, got {arr.dtype}")
+    if row_seed is not None:
+        if row_seed.shape != (batch,):
+            raise ValueError(f"sample: row_seed must have shape [B]=({batch},), got {row_seed.shape}")
+        if jnp.dtype(row_seed.dtype).kind not in ("u", "i"):
+            raise ValueError(f"sample: row_seed must have an integer dtype, got {row_seed.dtype}")
     if conf_k < 1:
         raise ValueError(f"sample: conf_k={conf_k} must be >= 1")
     if not 0 <= num_top_logprobs <= vocab:
@@ -93,6 +99,7 @@ def sample(
     num_top_logprobs: int = 0,
     impl: Impl = "reference",
     interpret: bool | None = None,
+    row_seed: jax.Array | None = None,
 ) -> SampleOutput:
     """Sample a token per row of logits [B, V] (bf16 or f32) with per-row T / top_k / top_p / min_p [B].
 
@@ -100,12 +107,15 @@ def sample(
     here (they may be traced): build them from a validated SamplingConfig. interpret=None runs the
     Pallas kernel interpreted on CPU only.
     Under shard_map over rows, fold the shard index into `key` (row seeds are per local row).
+    row_seed [B] (uint32, e.g. sampling_reference.position_seeds) replaces the key's per-row seeds, so a
+    row's noise no longer depends on its row index; None keeps the key-based seeds.
     """
-    _check_inputs(logits, temperature, top_k, top_p, min_p, conf_k, num_top_logprobs)
+    _check_inputs(logits, temperature, top_k, top_p, min_p, conf_k, num_top_logprobs, row_seed)
     conf_k = min(conf_k, logits.shape[1])  # DeepConf over all tokens when V < conf_k
     if impl == "reference":
         return _sample_reference_jit(
-            logits, key, temperature, top_k, top_p, min_p, conf_k=conf_k, num_top_logprobs=num_top_logprobs)
+            logits, key, temperature, top_k, top_p, min_p, conf_k=conf_k, num_top_logprobs=num_top_logprobs,
+            row_seed=row_seed)
     if impl == "pallas":
         if interpret is None:
             interpret = jax.default_backend() == "cpu"
@@ -114,5 +124,5 @@ def sample(
                              f"{jax.default_backend()!r}); use impl='reference' or interpret=True")
         return sample_pallas(
             logits, key, temperature, top_k, top_p, min_p,
-            conf_k=conf_k, num_top_logprobs=num_top_logprobs, interpret=interpret)
+            conf_k=conf_k, num_top_logprobs=num_top_logprobs, interpret=interpret, row_seed=row_seed)
     raise ValueError(f"sample: impl={impl!r} is not one of 'reference', 'pallas'")

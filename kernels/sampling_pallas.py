@@ -226,15 +226,18 @@ def sample_pallas(
     interpret: bool = False,
     block_b: int = 8,
     block_v: int = 2048,
+    row_seed: jax.Array | None = None,
 ) -> SampleOutput:
     """Same contract as `sample_reference`: the shared pre-pass (threshold, seeds), then one kernel pass.
+    row_seed [B] uint32, when given, replaces row_seeds(key, B).
 
     The pre-pass reads the logits again only when some row truncates (see admission_threshold).
     """
     greedy, inv_t = inverse_temperature(temperature)
     tau = admission_threshold(logits.astype(jnp.float32), temperature, top_k, top_p, min_p)
+    seeds = row_seeds(key, logits.shape[0]) if row_seed is None else row_seed.astype(jnp.uint32)
     stats = fused_sampling_pass(
-        logits, inv_t, tau, greedy, row_seeds(key, logits.shape[0]), top_slots=max(conf_k, num_top_logprobs),
+        logits, inv_t, tau, greedy, seeds, top_slots=max(conf_k, num_top_logprobs),
         interpret=interpret, block_b=block_b, block_v=block_v)
     return finish(
         token=stats.token, x_tok=stats.x_tok, lse1=stats.lse1, entropy=stats.entropy,

@@ -66,6 +66,17 @@ def row_seeds(key: jax.Array, num_rows: int) -> jax.Array:
     return fmix32(fmix32(rows + _ROW_SALT) ^ seed)
 
 
+def position_seeds(stream_seed: jax.Array, request_seed: jax.Array, position: jax.Array) -> jax.Array:
+    """[B] uint32 row seeds that depend only on (stream, request, position), not on the row's slot:
+    fmix32(fmix32(fmix32(stream ^ salt) + request * golden) ^ position). A decode engine passes them as
+    `row_seed` so a request samples the same tokens whichever slot, batch or engine call decodes it.
+    stream_seed: uint32 scalar; request_seed: [B] uint32; position: [B] integer (the sampled token's position).
+    """
+    s = fmix32(jnp.asarray(stream_seed, jnp.uint32) ^ _ROW_SALT)
+    h = fmix32(s + jnp.asarray(request_seed, jnp.uint32) * _GOLDEN)
+    return fmix32(h ^ jnp.asarray(position).astype(jnp.uint32))
+
+
 def gumbel_noise(seed: jax.Array, col: jax.Array) -> jax.Array:
     """Gumbel(0,1) noise for (row seed, vocabulary index), usable inside a Pallas kernel.
 
@@ -229,21 +240,25 @@ def sample_reference(
     *,
     conf_k: int = 20,
     num_top_logprobs: int = 0,
+    row_seed: jax.Array | None = None,
 ) -> SampleOutput:
-    """Sample one token per row of logits [B, V] and return its statistics (module docstring), in plain jnp."""
+    """Sample one token per row of logits [B, V] and return its statistics (module docstring), in plain jnp.
+
+    row_seed [B] uint32, when given, replaces row_seeds(key, B) as each row's noise seed (key unused)."""
     x = logits.astype(jnp.float32)
     batch, vocab = x.shape
     bad = nonfinite_rows(x)
     greedy, inv_t = inverse_temperature(temperature)
     tau = admission_threshold(x, temperature, top_k, top_p, min_p)
     col = jnp.arange(vocab, dtype=jnp.int32)[None, :]
+    seeds = row_seeds(key, batch) if row_seed is None else row_seed.astype(jnp.uint32)
 
     z = x * inv_t[:, None]
     admitted = (x >= tau[:, None]) & (x > -jnp.inf)
     # an all-greedy batch skips the [B, V] noise hash (same tokens: greedy rows never read the noise)
     race = jax.lax.cond(
         jnp.all(greedy), lambda: x,
-        lambda: jnp.where(greedy[:, None], x, z + gumbel_noise(row_seeds(key, batch)[:, None], col)))
+        lambda: jnp.where(greedy[:, None], x, z + gumbel_noise(seeds[:, None], col)))
     race = jnp.where(admitted, race, -jnp.inf)
     # argmax as max + first matching index: XLA:CPU runs a fused variadic argmax reduce element by
     # element (the Gumbel noise then costs ~30 ns/logit); two plain reductions vectorise

@@ -145,6 +145,29 @@ def test_killed_worker_is_replaced(pool):
     assert _drain(pool, 1)["after"][0].reward.correct
 
 
+def test_queued_requests_run_while_the_parent_is_busy():
+    """A worker serves its queue without the parent: after a pause with no poll, all of it is done."""
+    with EnvWorkerPool(1, env_modules=[__name__], pipeline_depth=4) as p:
+        p.poll(timeout=0.0)
+        for i in range(4):
+            p.submit(i, "pool_test", {}, {}, _call("sleep", seconds=0.1))
+        time.sleep(1.5)  # the parent is "decoding"; 4 x 0.1 s of env work fits in the pause
+        assert len(p.poll(timeout=0.0)) == 4
+
+
+def test_killed_pipelined_worker_costs_only_its_running_request():
+    with EnvWorkerPool(1, env_modules=[__name__], deadline_margin_s=MARGIN, pipeline_depth=4) as p:
+        p.submit("victim", "pool_test", {}, {}, _call("sleep", seconds=0.8))
+        for i in range(3):
+            p.submit(f"queued{i}", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
+        time.sleep(0.3)
+        os.kill(p.worker_pids()[0], signal.SIGKILL)
+        got = _drain(p, 4)
+        assert got["victim"][0].error == "worker_died"
+        assert all(got[f"queued{i}"][0].reward.correct for i in range(3))
+        assert p.metrics()["workers_replaced"] == 1
+
+
 def test_sandboxed_python_through_pool(pool):
     pool.submit("py", "python", {"wall_s": 1.0, "cpu_s": 1}, {"family": "divisors", "params": {"n": 12}, "answer": "6"},
                 _call("python", code="import time\nprint(6)\ntime.sleep(30)"))

@@ -3,6 +3,10 @@
 Exit status: 0 done, 2 a configuration or input error (the message names the key or file), 3 the run
 stopped itself (too many non-finite steps; the last good checkpoint is kept), 130 interrupted (a
 resumable checkpoint was written; rerun with --resume).
+
+`vagent sft` and `vagent rl` run multi-host with --coordinator HOST:PORT --num-processes N --process-id I
+(or VAGENT_COORDINATOR / VAGENT_NUM_PROCESSES / VAGENT_PROCESS_ID; automatic on a Cloud TPU VM): see
+docs/multihost.md.
 """
 from __future__ import annotations
 
@@ -98,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = _add(sub, "demo", "train a small tool-using agent from scratch on CPU (no downloads)", _demo,
                 config_required=False)
     demo.add_argument("--quick", action="store_true", help="CI-sized run")
-    _add(sub, "sft", "supervised fine-tuning on demonstrations", _sft)
-    _add(sub, "rl", "DAPO (or a variant) against an environment", _rl)
+    from vagent_jax.train.multihost import add_distributed_flags, initialize_from
+
+    add_distributed_flags(_add(sub, "sft", "supervised fine-tuning on demonstrations", _sft))
+    add_distributed_flags(_add(sub, "rl", "DAPO (or a variant) against an environment", _rl))
     comp = _add(sub, "compile", "AOT-compile a run's programs for a TPU topology on CPU; check HBM fit",
                 _compile, resume=False)
     comp.add_argument("--topology", required=True, help="TPU slice, e.g. v5e-32, v5p-64, v5e:2x2")
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "overrides"):
         args.overrides = list(args.overrides) + extra  # key=value given after a --flag
     try:
+        if hasattr(args, "coordinator"):  # before anything touches a jax device
+            initialize_from(args)
         return args.fn(args)
     except ConfigError as e:
         print(f"vagent {args.command}: {e}", file=sys.stderr)

@@ -91,23 +91,32 @@ class RolloutRunner:
         self.env = get_env(env_name, **self.env_kwargs)
         self.stats: Counter = Counter()
 
-    def run(self, tasks: Sequence[dict], samples_per_task: int = 1) -> list[RolloutResult]:
-        """Roll out every task `samples_per_task` times; results come back in (task, sample) order."""
+    def run(self, tasks: Sequence[dict], samples_per_task: int = 1, seed_offset: int | None = None) -> list[RolloutResult]:
+        """Roll out every task `samples_per_task` times; results come back in (task, sample) order.
+
+        seed_offset: when given, trajectory (i, j) is submitted with sampling seed seed_offset + i *
+        samples_per_task + j (`engine.submit(..., seed=)`), so its tokens do not depend on which engine
+        or slot runs it (multi-host RL numbers requests by their global index in the step)."""
         if not isinstance(samples_per_task, int) or samples_per_task < 1:
             raise ValueError(f"RolloutRunner.run: samples_per_task must be a positive int, got {samples_per_task!r}")
         t0 = time.perf_counter()
-        waiting: deque = deque()  # (request id, prompt ids) not yet handed to the engine
+        waiting: deque = deque()  # (request id, prompt ids, seed) not yet handed to the engine
         live: dict[tuple[int, int], _Live] = {}
         for i, task in enumerate(tasks):
             msgs = list(self.env.initial_messages(task))
             ids, _ = render_chat([m.to_dict() for m in msgs], self.tokenizer, self.template, True)
             for j in range(samples_per_task):
                 live[(i, j)] = _Live(dict(task), j, list(msgs))
-                waiting.append(((i, j), ids))
+                seed = None if seed_offset is None else seed_offset + i * samples_per_task + j
+                waiting.append(((i, j), ids, seed))
         done: dict[tuple[int, int], RolloutResult] = {}
         while live:
             while waiting and self.engine.free_slots > 0:
-                self.engine.submit(*waiting.popleft())
+                rid, ids, seed = waiting.popleft()
+                if seed is None:
+                    self.engine.submit(rid, ids)
+                else:
+                    self.engine.submit(rid, ids, seed=seed)  # type: ignore[call-arg]
             if self.engine.has_work:
                 s0 = time.perf_counter()
                 ended = self.engine.step()

@@ -4,17 +4,25 @@ array_record, or a JSONL file; plus the grain iterator over them and the held-ou
 Generated tasks go through TFDS (built once under `tasks.data_dir`, reused after) so training reads them
 like any other on-disk task set: random access, per-host sharding, seeded shuffling, resumable position.
 Held-out tasks use a disjoint seed (seed + 10_000) so training never sees them.
+
+Shards (`tasks.shards`, 0 = one per process): the training tasks are cut into K contiguous grain shards,
+each with its own seeded shuffle. An RL step's prompt list is the concatenation, in shard order, of
+prompts_per_step / K tasks from every shard; process p of P reads only shards [p*K/P, (p+1)*K/P), so the
+processes' parts concatenated in process order are that same list. A single process with the same
+`tasks.shards` therefore draws exactly the prompts a multi-host run draws.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from vagent_jax.config import require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
-from vagent_jax.data.task_pipeline import TaskIterator, task_iterator
+from vagent_jax.data.task_pipeline import Task, TaskIterator, task_iterator
 from vagent_jax.data.tfds_tasks import build_generated_tasks, load_generated_tasks
 
 EVAL_SEED_OFFSET = 10_000
@@ -35,6 +43,7 @@ class TaskConfig:
     data_dir: str = "data/tasks"  # generated: where the TFDS array_record build lives
     seed: int = 0
     shuffle: bool = True
+    shards: int = 0  # grain shards of the training tasks; 0 = one per process (see ShardedTaskIterator)
 
     def validate(self) -> None:
         """Check the source's required keys; errors name the key."""
@@ -55,6 +64,7 @@ class TaskConfig:
         else:
             require(bool(self.path), "tasks.path", "source 'jsonl' needs a JSONL file of tasks")
         require(0 <= self.seed < 2**32 - EVAL_SEED_OFFSET, "tasks.seed", f"out of range: {self.seed}")
+        require(self.shards >= 0, "tasks.shards", f"must be >= 0 (0 = one per process), got {self.shards}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -62,7 +72,11 @@ def _generated(env: str, difficulty: int, n: int, seed: int, data_dir: str) -> A
     from vagent_jax.envs import get_env
 
     generator = get_env(env)
-    name = f"{env}-d{difficulty}-s{seed}-n{n}".replace("_", "-")
+    # the build directory is keyed by a fingerprint of the generator's output too, so a changed generator
+    # builds a new dataset instead of silently reusing tasks of the old one
+    probe = json.dumps(generator.generate_tasks(4, seed, difficulty), sort_keys=True)
+    fingerprint = hashlib.sha256(probe.encode()).hexdigest()[:10]
+    name = f"{env}-d{difficulty}-s{seed}-n{n}-{fingerprint}".replace("_", "-")
     gen = lambda n_, seed_: generator.generate_tasks(n_, seed_, difficulty)  # noqa: E731
     gen.__qualname__ = f"{env}.generate_tasks"  # type: ignore[attr-defined]
     build_generated_tasks(gen, name=name, data_dir=data_dir, splits={"train": (n, seed)})
@@ -94,3 +108,52 @@ def eval_tasks(cfg: TaskConfig, n: int | None = None) -> list[dict]:
 def train_iterator(cfg: TaskConfig, seed: int | None = None) -> TaskIterator:
     """A grain iterator over this host's shard of the training tasks (seeded shuffle per epoch, repeats)."""
     return task_iterator(train_tasks(cfg), seed=cfg.seed if seed is None else seed, shuffle=cfg.shuffle)
+
+
+class ShardedTaskIterator:
+    """This process's part of every step's prompts: tasks from its own grain shards, in shard order.
+
+    shards K (0 = process_count) must be a multiple of process_count P; process p owns shards
+    [p*K/P, (p+1)*K/P). take(n) draws n/K tasks from each owned shard, so the parts of all processes,
+    concatenated in process order, are the step's list of n prompts (module docstring).
+    """
+
+    def __init__(self, cfg: TaskConfig, process_index: int = 0, process_count: int = 1) -> None:
+        shards = cfg.shards or process_count
+        require(shards % process_count == 0, "tasks.shards",
+                f"{shards} shards do not split evenly over {process_count} processes")
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} is outside [0, {process_count})")
+        self.shards, self.per_process = shards, shards // process_count
+        self.owned = list(range(process_index * self.per_process, (process_index + 1) * self.per_process))
+        source = train_tasks(cfg)
+        self._its = [task_iterator(source, seed=cfg.seed, shuffle=cfg.shuffle, shard_index=k, shard_count=shards)
+                     for k in self.owned]
+
+    def local_count(self, n: int) -> int:
+        """How many of a step's n prompts this process draws (n must be a multiple of the shard count)."""
+        require(n % self.shards == 0, "prompts_per_step",
+                f"{n} prompts do not split evenly over tasks.shards={self.shards} data shards")
+        return n // self.shards * self.per_process
+
+    def first_index(self, n: int) -> int:
+        """Index, in the step's list of n prompts, of this process's first prompt."""
+        return n // self.shards * self.owned[0]
+
+    def take(self, n: int) -> list[Task]:
+        """This process's part of the next n prompts: n/K tasks from each owned shard, in shard order."""
+        per = self.local_count(n) // self.per_process
+        return [t for it in self._its for t in it.take(per)]
+
+    def get_state(self) -> list[dict[str, Any]]:
+        """The owned shards' iterator states, in shard order."""
+        return [it.get_state() for it in self._its]
+
+    def set_state(self, states: Sequence[dict[str, Any]] | dict[str, Any]) -> None:
+        """Resume from the states of ALL K shards (in shard order; a single state dict when K == 1)."""
+        if isinstance(states, dict):
+            states = [states]
+        if len(states) != self.shards:
+            raise ValueError(f"iterator state holds {len(states)} shard(s), this run reads tasks.shards={self.shards}")
+        for k, it in zip(self.owned, self._its):
+            it.set_state(states[k])

@@ -6,7 +6,9 @@ turns that ended (stop token, stop sequence, per-turn budget, cache end, DeepCon
 logits). A finished slot takes a new request without recompiling: prefill shapes are bucketed to powers of
 two (rows and tokens), so a run compiles at most log2(B) * log2(S) prefill programs plus one decode chunk;
 `compiled_programs` counts them. The jitted programs live at module level (engine_steps), so a new engine
-with the same static settings reuses what an earlier one compiled.
+with the same static settings reuses what an earlier one compiled. Sampling noise is drawn per (engine
+seed, request seed, position) (`submit(..., seed=)`), so a request's tokens do not depend on its slot,
+on the other requests or on how decoding is cut into calls (up to float rounding of the logits).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class EngineConfig:
     max_new_tokens: int = 256  # per assistant turn
     chunk_steps: int = 16  # decode steps per jitted chunk (host sees finished turns between chunks)
     min_prefill_bucket: int = 16
+    min_prefill_rows: int = 8  # smallest row bucket of a prefill: fewer programs to compile, little waste
     min_kv_bucket: int = 64  # smallest attention length of a decode chunk (buckets are powers of two)
     sampling: SamplingConfig = SamplingConfig()
     impl: Literal["reference", "pallas"] = "reference"
@@ -50,6 +53,7 @@ class EngineConfig:
                 f"must be in [1, max_len={self.max_len}), got {self.max_new_tokens}")
         require(self.chunk_steps >= 1, "engine.chunk_steps", f"must be >= 1, got {self.chunk_steps}")
         require(self.min_prefill_bucket >= 1, "engine.min_prefill_bucket", f"must be >= 1, got {self.min_prefill_bucket}")
+        require(self.min_prefill_rows >= 1, "engine.min_prefill_rows", f"must be >= 1, got {self.min_prefill_rows}")
         require(self.min_kv_bucket >= 1, "engine.min_kv_bucket", f"must be >= 1, got {self.min_kv_bucket}")
         require(self.deepconf_window >= 1, "engine.deepconf_window", f"must be >= 1, got {self.deepconf_window}")
         require(self.impl in ("reference", "pallas"), "engine.impl", f"must be 'reference' or 'pallas', got {self.impl!r}")
@@ -127,8 +131,8 @@ class DecodeEngine:
                                  jnp.asarray(seqs), jnp.asarray(cfg.max_new_tokens, jnp.int32),
                                  jnp.asarray(cfg.deepconf_window, jnp.int32))
         self._static = dict(cfg=model_cfg, conf_k=cfg.sampling.conf_k, impl=cfg.impl)
-        self._key = jax.random.key(seed)
-        self._calls = 0
+        self._key = jax.random.key(seed)  # the same key every call: noise comes from (request seed, position)
+        self._submitted = 0
         self._shapes: set[tuple] = set()
         self._slot_of: dict[Any, int] = {}
         self._req_of: dict[int, Any] = {}
@@ -136,7 +140,7 @@ class DecodeEngine:
         self._pos = np.zeros(B, np.int64)  # host mirrors of each slot's position and pending token
         self._last = np.zeros(B, np.int64)  # after the last step
         self._running: set[int] = set()
-        self._pending: deque = deque()  # (request_id, ids, fresh, threshold)
+        self._pending: deque = deque()  # (request_id, ids, fresh, threshold, request seed)
 
     # ----- requests -------------------------------------------------------------------------------------
     @property
@@ -155,8 +159,12 @@ class DecodeEngine:
         """Distinct (program, shape bucket) pairs used so far: bounded by the bucketing."""
         return len(self._shapes)
 
-    def submit(self, request_id: Any, prompt_ids: Sequence[int], threshold: float | None = None) -> None:
-        """Queue a new trajectory; it is admitted into a free slot at the next `step`."""
+    def submit(self, request_id: Any, prompt_ids: Sequence[int], threshold: float | None = None,
+               seed: int | None = None) -> None:
+        """Queue a new trajectory; it is admitted into a free slot at the next `step`.
+
+        seed: the request's sampling seed (taken mod 2^32); its tokens depend on (engine seed, request seed,
+        logits) only, not on the slot or on the other requests. None: the engine's submission count."""
         if len(prompt_ids) == 0:
             raise ValueError(f"request {request_id!r}: empty prompt")
         prompt_ids = _check_ids(prompt_ids, self.model_cfg.vocab_size, f"request {request_id!r} prompt")
@@ -165,7 +173,10 @@ class DecodeEngine:
                              f"(engine.max_len={self.cfg.max_len})")
         if request_id in self._slot_of or any(r[0] == request_id for r in self._pending):
             raise ValueError(f"request {request_id!r} is already in the engine")
-        self._pending.append((request_id, prompt_ids, True, -np.inf if threshold is None else float(threshold)))
+        req_seed = self._submitted if seed is None else int(seed)
+        self._submitted += 1
+        self._pending.append((request_id, prompt_ids, True, -np.inf if threshold is None else float(threshold),
+                              req_seed % 2**32))
 
     def _stopped_slot(self, request_id: Any, action: str) -> int:
         """The slot of a request whose turn has ended (not queued, decoding, or already resumed)."""
@@ -182,7 +193,7 @@ class DecodeEngine:
         """Continue a stopped turn: the last sampled token plus `suffix_ids` (an observation) are prefilled."""
         slot = self._stopped_slot(request_id, "resume")
         suffix = _check_ids(suffix_ids, self.model_cfg.vocab_size, f"request {request_id!r} observation")
-        self._pending.append((request_id, [int(self._last[slot])] + suffix, False, None))
+        self._pending.append((request_id, [int(self._last[slot])] + suffix, False, None, 0))
 
     def finish(self, request_id: Any) -> Trajectory:
         """Collect the slot's whole trajectory and free the slot (only between turns, never mid-decode)."""
@@ -197,10 +208,6 @@ class DecodeEngine:
                           get("entropy"), get("confidence"), REASONS[int(row["reason"])])
 
     # ----- the loop -------------------------------------------------------------------------------------
-    def _next_key(self) -> jax.Array:
-        self._calls += 1
-        return jax.random.fold_in(self._key, self._calls)
-
     def _admit(self) -> None:
         """Prefill waiting requests (fresh ones only into free slots), grouped by token bucket."""
         B, S = self.cfg.batch_slots, self.cfg.max_len
@@ -208,10 +215,10 @@ class DecodeEngine:
         batch = []
         keep: deque = deque()
         while self._pending:
-            rid, ids, fresh, thr = self._pending.popleft()
+            rid, ids, fresh, thr, req_seed = self._pending.popleft()
             if fresh:
                 if not free:
-                    keep.append((rid, ids, fresh, thr))
+                    keep.append((rid, ids, fresh, thr, req_seed))
                     continue
                 slot = free.pop(0)
                 self._slot_of[rid], self._req_of[slot] = slot, rid
@@ -220,32 +227,34 @@ class DecodeEngine:
                 slot = self._slot_of[rid]
                 start = int(self._pos[slot])
                 thr = None
-            batch.append((slot, ids, start, fresh, thr))
+            batch.append((slot, ids, start, fresh, thr, req_seed))
         self._pending = keep
         groups: dict[int, list] = {}
         for item in batch:
             P = _bucket(len(item[1]), self.cfg.min_prefill_bucket, S)
             groups.setdefault(P, []).append(item)
         for P, items in groups.items():
-            n = _bucket(len(items), 1, B)
+            n = _bucket(len(items), self.cfg.min_prefill_rows, B)
             slots = np.full(n, B, np.int32)
             toks = np.zeros((n, P), np.int32)
             lens = np.ones(n, np.int32)
             starts = np.zeros(n, np.int32)
             fresh = np.zeros(n, bool)
             thr = np.full(n, -np.inf, np.float32)
+            seeds = np.zeros(n, np.uint32)
             cur_thr = np.asarray(jax.device_get(self.state["threshold"]))
-            for i, (slot, ids, start, fr, t) in enumerate(items):
+            for i, (slot, ids, start, fr, t, rs) in enumerate(items):
                 if start + len(ids) > S - 1:  # no room for the observation: clip, the slot ends at max_length
                     ids = ids[: max(1, S - 1 - start)]
-                slots[i], lens[i], starts[i], fresh[i] = slot, len(ids), start, fr
+                slots[i], lens[i], starts[i], fresh[i], seeds[i] = slot, len(ids), start, fr, rs
                 toks[i, : len(ids)] = ids
                 thr[i] = t if t is not None else cur_thr[slot]
                 self._turn_start[slot] = start + len(ids)
             self._shapes.add(("prefill", n, P))
             self.state = prefill_jit(self.params, self.state, jnp.asarray(slots), jnp.asarray(toks),
                                      jnp.asarray(lens), jnp.asarray(starts), jnp.asarray(fresh),
-                                     jnp.asarray(thr), self._next_key(), self.consts, **self._static)
+                                     jnp.asarray(thr), jnp.asarray(seeds), self._key, self.consts,
+                                     **self._static)
             for slot, *_ in items:
                 self._running.add(slot)
 
@@ -264,7 +273,7 @@ class DecodeEngine:
         if active.any():
             kv_len = self._kv_bucket(int(pos[active].max()))
             self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps, kv_len))
-            self.state = decode_chunk_jit(self.params, self.state, self._next_key(), self.consts,
+            self.state = decode_chunk_jit(self.params, self.state, self._key, self.consts,
                                           steps=self.cfg.chunk_steps, kv_len=kv_len, **self._static)
         active, reason, pos, last = jax.device_get(
             (self.state["active"], self.state["reason"], self.state["pos"], self.state["last"]))

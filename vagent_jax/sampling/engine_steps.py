@@ -6,7 +6,10 @@ Slot state (B slots, S cache positions), all on device:
   policy generated the token); active [B]; reason [B] (why a slot stopped, see REASONS); turn_len [B] and
   n_gen [B] (tokens generated this turn / in the whole trajectory); gen_conf [B, S] confidences indexed by
   generation index and win_sum [B] (sum over the last `window` of them) for DeepConf online stopping;
-  threshold [B] (-inf = off).
+  threshold [B] (-inf = off); seed [B] uint32 the request seed of the slot's trajectory.
+Sampling noise: the token at position t of a request is drawn with row seed
+position_seeds(bits(key), request seed, t), so it does not depend on the slot, the batch or the call
+that decodes it (the engine passes the same key on every call).
 `prefill` writes prompt or observation tokens of some slots into the cache and samples the next token;
 `decode_chunk` runs n single-token steps for all slots, writes only active rows, and stops rows on EOS,
 stop sequences, per-turn budget, cache end, DeepConf confidence or non-finite logits.
@@ -21,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from vagent_jax.kernels.sampling import sample
+from vagent_jax.kernels.sampling_reference import position_seeds
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import forward, init_cache, merge_cache, split_cache, unstack_layers
 
@@ -53,6 +57,7 @@ def init_state(cfg: ModelConfig, batch: int, max_len: int, cache_dtype: Any = No
         "logprob": zf(), "sample_logprob": zf(), "entropy": zf(), "confidence": zf(), "gen_conf": zf(),
         "turn_len": zi(), "n_gen": zi(), "win_sum": jnp.zeros((batch,), jnp.float32),
         "threshold": jnp.full((batch,), -jnp.inf, jnp.float32),
+        "seed": jnp.zeros((batch,), jnp.uint32),
     }
 
 
@@ -103,9 +108,10 @@ def _stop_reason(st: State, rows: jax.Array, out: Any, c: StepConsts) -> jax.Arr
 
 
 def prefill(params: Any, st: State, slots: jax.Array, tokens: jax.Array, lengths: jax.Array,
-            starts: jax.Array, fresh: jax.Array, thresholds: jax.Array, key: jax.Array, c: StepConsts, *,
-            cfg: ModelConfig, conf_k: int, impl: str) -> State:
+            starts: jax.Array, fresh: jax.Array, thresholds: jax.Array, request_seeds: jax.Array, key: jax.Array,
+            c: StepConsts, *, cfg: ModelConfig, conf_k: int, impl: str) -> State:
     """Write tokens [n, P] (first `lengths` valid) at positions starts.. of `slots` and sample the next token.
+    request_seeds [n] uint32: the seed of each fresh row's request (ignored for continuations).
 
     fresh [n]: a new trajectory (counters reset, the slot's stale cache zeroed so NaN/inf left by an earlier
     occupant cannot reach attention through 0 * NaN) vs. a continuation after an observation. Padding rows
@@ -120,6 +126,8 @@ def prefill(params: Any, st: State, slots: jax.Array, tokens: jax.Array, lengths
         st[name] = st[name].at[slots].set(jnp.where(fresh, 0, st[name][rows]).astype(st[name].dtype), mode="drop")
     st["turn_len"] = st["turn_len"].at[slots].set(0, mode="drop")
     st["threshold"] = st["threshold"].at[slots].set(thresholds, mode="drop")
+    st["seed"] = st["seed"].at[slots].set(jnp.where(fresh, request_seeds.astype(jnp.uint32), st["seed"][rows]),
+                                          mode="drop")
     st["gen_mask"] = st["gen_mask"].at[slots].set(jnp.where(fresh[:, None], False, st["gen_mask"][rows]), mode="drop")
     positions = starts[:, None] + jnp.arange(P, dtype=jnp.int32)[None]
     in_len = jnp.arange(P)[None] < lengths[:, None]
@@ -133,9 +141,10 @@ def prefill(params: Any, st: State, slots: jax.Array, tokens: jax.Array, lengths
     for name in ("logprob", "sample_logprob", "entropy", "confidence"):  # no stale stats under prompt/obs
         st[name] = st[name].at[rows[:, None], zpos].set(0.0, mode="drop")
     last_logits = logits[jnp.arange(n), jnp.maximum(lengths - 1, 0)]
-    out = sample(last_logits, key, c.temperature[rows], c.top_k[rows], c.top_p[rows], c.min_p[rows],
-                 conf_k=conf_k, impl=impl)
     end = starts + lengths  # position of the sampled token
+    seeds = position_seeds(jax.random.bits(key, (), jnp.uint32), st["seed"][rows], end)
+    out = sample(last_logits, key, c.temperature[rows], c.top_k[rows], c.top_p[rows], c.min_p[rows],
+                 conf_k=conf_k, impl=impl, row_seed=seeds)
     fits = end <= S - 1
     ok = valid & fits
     st = _record(st, rows, end, out, ok, c.window)
@@ -161,15 +170,16 @@ def decode_chunk(params: Any, st: State, key: jax.Array, c: StepConsts, *, cfg: 
     params = unstack_layers(params)
     full_cache = st["cache"]
     st = dict(st, cache=split_cache(full_cache, kv_len or full_cache["k"].shape[-1]))
+    stream = jax.random.bits(key, (), jnp.uint32)
 
     def body(st, i):
         logits, cache = forward(params, st["last"][:, None], st["pos"][:, None], cache=st["cache"], cfg=cfg,
                                 kv_len=kv_len)
-        out = sample(logits[:, 0], jax.random.fold_in(key, i), c.temperature, c.top_k, c.top_p, c.min_p,
-                     conf_k=conf_k, impl=impl)
+        new_pos = st["pos"] + 1
+        out = sample(logits[:, 0], key, c.temperature, c.top_k, c.top_p, c.min_p, conf_k=conf_k, impl=impl,
+                     row_seed=position_seeds(stream, st["seed"], new_pos))
         act = st["active"]
         st = dict(st, cache=cache)
-        new_pos = st["pos"] + 1
         st = _record(st, rows, new_pos, out, act, c.window)
         st["pos"] = jnp.where(act, new_pos, st["pos"])
         st["last"] = jnp.where(act, out.token, st["last"])

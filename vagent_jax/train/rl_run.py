@@ -6,6 +6,12 @@ batch by default), log, checkpoint. The engine decodes with the train state's ow
 Exact resume: the step's rollout seed and update key are fold_in(seed, step); rollouts run in lockstep
 with the environment by default (`rollout_lockstep`), so their result does not depend on worker timing;
 the checkpoint holds params, optimizer state, step, the iterator position and the entropy controller.
+
+Multi-host (train/multihost.py): each process draws its own shards' prompts (ShardedTaskIterator), rolls
+them out with its own engine (a local copy of the params) and env pool, numbering requests by their
+global index in the step so sampled tokens do not depend on the host. The rollouts are then gathered
+to every process, so dynamic sampling, advantages, the update batch and the logged metrics are global
+and the same everywhere; the update runs on the global mesh; process 0 alone writes metrics and files.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import numpy as np
 
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import require
-from vagent_jax.data.task_source import TaskConfig, train_iterator
+from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, train_tasks
 from vagent_jax.envs import EnvWorkerPool
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.rl.advantages import ADVANTAGES
@@ -34,6 +40,8 @@ from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
 from vagent_jax.sharding import MeshConfig
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
+from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, local_params,
+                                        primary_first, to_host)
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, read_policy_meta, write_policy_meta
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
@@ -101,6 +109,7 @@ class RLTrainer:
     """Holds the run's state between steps: train state, iterator, env pool, entropy controller, writers."""
 
     def __init__(self, cfg: RLConfig, resume: bool) -> None:
+        check_same_config(cfg, "rl config")
         self.cfg = cfg
         self.out = check_writable(cfg.out_dir, "rl")
         self.mesh = run_mesh(cfg.mesh, cfg.num_devices)
@@ -109,8 +118,9 @@ class RLTrainer:
         cfg.engine.validate(self.model.vocab_size)
         require(cfg.engine.max_len <= self.model.max_seq_len, "engine.max_len",
                 f"{cfg.engine.max_len} exceeds the policy's max_seq_len {self.model.max_seq_len}")
-        write_policy_meta(self.out, self.model, cfg.optimizer, self.template, read_policy_meta(cfg.init_from)[3])
-        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        if is_primary():
+            write_policy_meta(self.out, self.model, cfg.optimizer, self.template, read_policy_meta(cfg.init_from)[3])
+            (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
         self.ref_params = init.params if cfg.loss.kl != "none" else None
         self.state = train_state_from_params(init.params, self.model, cfg.optimizer, self.mesh)
         self.curriculum = Curriculum(cfg.curriculum)
@@ -137,14 +147,16 @@ class RLTrainer:
         self.key = jax.random.key(cfg.seed)
 
     def _level_iterator(self):  # noqa: ANN202
-        """The task iterator of the current curriculum level (tasks.difficulty when there is no curriculum)."""
+        """This process's task shards at the current curriculum level (tasks.difficulty without a curriculum)."""
         level = self.curriculum.level
         tasks = self.cfg.tasks if level is None else dataclasses.replace(self.cfg.tasks, difficulty=level)
-        return train_iterator(tasks)
+        primary_first(lambda: train_tasks(tasks), "vagent-rl-tasks")  # process 0 builds, the others read
+        return ShardedTaskIterator(tasks, jax.process_index(), jax.process_count())
 
     def save(self, step: int, force: bool = True) -> None:
         """Checkpoint the state after `step` with the iterator position and controller state."""
-        extra = {"stage": "rl", "iterator": self.iterator.get_state(), "alpha": float(self.alpha),
+        shard_states = [s for part in allgather_objects(self.iterator.get_state()) for s in part]  # shard order
+        extra = {"stage": "rl", "iterator": shard_states, "alpha": float(self.alpha),
                  "bad_streak": self.guard.streak, "curriculum": self.curriculum.state()}
         metric = self.cfg.checkpoint.best_metric  # keep-best retention ranks steps by a logged scalar
         metrics = None
@@ -160,15 +172,22 @@ class RLTrainer:
         """Rollout rounds until prompts_per_step groups carry signal (or max_rounds); returns the kept
         groups' results, their shaped rewards, every result of the step, and counters."""
         cfg, G = self.cfg, self.cfg.group_size
-        engine = DecodeEngine(self.state.params, self.model, cfg.engine, self.stop_ids,
+        engine = DecodeEngine(local_params(self.state.params), self.model, cfg.engine, self.stop_ids,
                               seed=cfg.seed * 1_000_003 + step)
         runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, lockstep=cfg.rollout_lockstep)
         kept: list = []
         kept_r: list = []
         every: list = []
         rounds = dropped = 0
+        env_wait = 0.0
+        first = self.iterator.first_index(cfg.prompts_per_step)
         while len(kept) < cfg.prompts_per_step and rounds < cfg.max_rounds:
-            results = runner.run(self.iterator.take(cfg.prompts_per_step), G)
+            # request seed = the trajectory's index among all of the step's rollouts, on whichever host
+            mine = runner.run(self.iterator.take(cfg.prompts_per_step), G,
+                              seed_offset=(rounds * cfg.prompts_per_step + first) * G)
+            parts = allgather_objects((mine, float(runner.stats["env_wait_s"])))
+            results = [x for part, _ in parts for x in part]  # process order = the step's prompt order
+            env_wait = max(w for _, w in parts)
             rounds += 1
             every += results
             r = shaped_rewards(np.asarray([x.reward.reward for x in results], np.float32),
@@ -184,7 +203,7 @@ class RLTrainer:
                 break
         kept, kept_r = kept[:cfg.prompts_per_step], kept_r[:cfg.prompts_per_step]
         counters = {"groups_kept": float(len(kept)), "groups_dropped": float(dropped), "rounds": float(rounds),
-                    "env_wait_s": float(runner.stats["env_wait_s"])}
+                    "env_wait_s": env_wait}
         flat_r = np.concatenate(kept_r) if kept_r else np.zeros((0,), np.float32)
         return [x for g in kept for x in g], flat_r, every, counters
 
@@ -198,7 +217,7 @@ class RLTrainer:
         batch = update_batch([x.trajectory for x in results], adv, truncated, self.rows, cfg.engine.max_len,
                              self.tok.pad_id or 0, cfg.rewards.overlong_filter)
         if self.logprobs is not None:
-            batch["old_logp"] = np.asarray(self.logprobs(self.state.params, batch)[0])
+            batch["old_logp"] = to_host(self.logprobs(self.state.params, batch)[0])
         key = jax.random.fold_in(self.key, step)
         parts = minibatch_slices(self.rows, cfg.updates_per_batch, len(results))  # no update on padding alone
         sums: dict[str, float] = {}
@@ -217,7 +236,8 @@ class RLTrainer:
         """The loop; returns the summary (also written to out_dir/summary.json)."""
         cfg = self.cfg
         writer = MetricsWriter(self.out / "tb", purge_step=self.start + 1 if self.start else None)
-        bar = ProgressBar(cfg.steps, keys=("reward", "pass_rate", "entropy", "step_time"), desc="rl")
+        bar = ProgressBar(cfg.steps, keys=("reward", "pass_rate", "entropy", "step_time"), desc="rl",
+                          enabled=is_primary())
         done, t_run, last = self.start, time.perf_counter(), {}
         try:
             with EnvWorkerPool(num_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules) as pool, save_on_interrupt(lambda: self.save(done)):
@@ -236,7 +256,8 @@ class RLTrainer:
         summary = {"stage": "rl", "steps": cfg.steps, "resumed_from": self.start,
                    "seconds": time.perf_counter() - t_run, "bad_steps": self.guard.total,
                    **{k: v for k, v in last.items() if k.startswith(("rollout/", "update/"))}}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if is_primary():
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
     def one_step(self, pool: EnvWorkerPool, step: int, writer: MetricsWriter, bar: ProgressBar) -> dict[str, float]:

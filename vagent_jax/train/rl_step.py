@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vagent_jax.models.config import ModelConfig
@@ -20,6 +21,7 @@ from vagent_jax.rl.policy_loss import PolicyLossConfig, policy_loss
 from vagent_jax.sharding import batch_sharding
 from vagent_jax.train.grad_accum import (accumulate_gradients, check_batch, divide, guarded_update,
                                          merge_micro_batches, split_micro_batches)
+from vagent_jax.train.multihost import to_global
 from vagent_jax.train.optimizer import OptimizerConfig, lr_schedule, make_optimizer
 from vagent_jax.train.token_stats import sequence_token_stats
 from vagent_jax.train.train_state import TrainState, param_shardings, state_shardings
@@ -33,10 +35,12 @@ RLStepFn = Callable[..., tuple[TrainState, dict[str, jax.Array]]]
 
 
 def _with_segments(batch: dict[str, Any]) -> dict[str, Any]:
-    """Rows without segment_ids are one sequence each: all-ones ids give plain causal attention."""
+    """Rows without segment_ids are one sequence each: all-ones ids give plain causal attention
+    (host ones for a host batch, so multi-host runs can shard them like the other keys)."""
     out = dict(batch)
     if "segment_ids" not in out:
-        out["segment_ids"] = jnp.ones(jnp.shape(batch["tokens"]), jnp.int32)
+        ones = jnp.ones if isinstance(batch["tokens"], jax.Array) else np.ones
+        out["segment_ids"] = ones(np.shape(batch["tokens"]), np.int32)
     return out
 
 
@@ -66,7 +70,7 @@ def make_compute_logprobs(model_cfg: ModelConfig, mesh: Mesh, micro_batches: int
     def compute_logprobs(params: Any, batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
         sub = {k: batch[k] for k in keys if k in batch}
         check_batch(sub, keys[:2], keys[2:], (), micro_batches, mesh, "logprob")
-        return jitted(params, _with_segments(sub))
+        return jitted(params, to_global(_with_segments(sub), b_shard))
 
     compute_logprobs.jitted = jitted  # type: ignore[attr-defined]
     return compute_logprobs
@@ -90,6 +94,7 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
     [B, T]. ref_params, when given, supplies ref_logp by a forward of the reference policy. key: PRNG
     key (Clip-Cov picks; micro-batch i uses fold_in(key, i)). entropy_coef: scalar (may change per step
     without recompiling). max_len: the generation limit, required by aggregation 'seq_sum_const'.
+    Multi-host: batch holds the whole global batch (host arrays on every process, or global jax.Arrays).
     Metrics: every policy_loss metric divided (loss, pg_loss, clip fractions, approx_kl, cov_mean,
     entropy, ...), mismatch_* when rollout_logp is given, entropy_p10/p50/p90, tokens, grad_norm, lr,
     skipped. Selections inside policy_loss (Clip-Cov, KL-Cov, top-entropy) are per micro-batch.
@@ -155,6 +160,7 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
         if loss_cfg.kl != "none" and ref_params is None and "ref_logp" not in batch:
             raise ValueError(f"RL batch: kl '{loss_cfg.kl}' needs ref_params or batch['ref_logp']")
         full = _with_segments(batch)
+        full = to_global(full, {k: batch_sharding(mesh, 1 if k in PER_ROW else 2) for k in full})
         sig = (tuple(sorted(full)), ref_params is not None)
         if sig not in variants:
             variants[sig] = build(*sig)

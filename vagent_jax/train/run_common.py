@@ -22,7 +22,7 @@ def check_writable(out: str | Path, command: str) -> Path:
     path = Path(out)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
+        probe = path / f".write_probe.{jax.process_index()}"  # one per process: hosts may share the dir
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:

@@ -6,6 +6,10 @@ writes such a file from verifier-passing rollouts). The loss is on assistant tok
 chat template). Examples are packed once; step s reads batch perm_e[s mod n] with perm_e a seeded
 permutation per epoch e, so the data order is a pure function of (seed, step) and a resumed run is
 bitwise the uninterrupted one.
+
+Multi-host (train/multihost.py): every process packs the same batches (deterministic) and feeds only
+its own devices' rows of each global batch; process 0 builds the tasks and trains the tokenizer first
+(the others then read them), and alone writes metrics and run files; all processes save checkpoints.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from vagent_jax.tokenizer import Tokenizer, check_vocab_fits, load_tokenizer
 from vagent_jax.tokenizer_train import train_sentencepiece
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
+from vagent_jax.train.multihost import check_same_config, is_primary, primary_first
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.packing import pack_examples
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, read_policy_meta, write_policy_meta
@@ -136,8 +141,9 @@ def batch_for_step(step: int, num_batches: int, seed: int) -> int:
 
 def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     """Train; with resume=True continue from the newest complete checkpoint in out_dir. Returns the summary."""
+    check_same_config(cfg, "sft config")
     out = check_writable(cfg.out_dir, "sft")
-    chats = demo_conversations(cfg)
+    chats = primary_first(lambda: demo_conversations(cfg), "vagent-sft-demos")
     mesh = run_mesh(cfg.mesh, cfg.num_devices)
     model_cfg, template = cfg.model, cfg.tokenizer.template
     init = load_policy(cfg.init_from, mesh) if cfg.init_from else None
@@ -145,12 +151,13 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         model_cfg, template, tok = init.model, init.template, init.tokenizer
         tok_path = read_policy_meta(init.run_dir)[3]
     else:
-        tok = run_tokenizer(cfg, out, chats)
+        tok = primary_first(lambda: run_tokenizer(cfg, out, chats), "vagent-sft-tokenizer")
         tok_path = Path(cfg.tokenizer.path) if cfg.tokenizer.path else out / "tokenizer"
     check_vocab_fits(tok, model_cfg.vocab_size, "model.vocab_size")
     batches, cut = sft_batches(chats, tok, template, cfg.seq_len, cfg.batch_size)
-    write_policy_meta(out, model_cfg, cfg.optimizer, template, tok_path)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+    if is_primary():
+        write_policy_meta(out, model_cfg, cfg.optimizer, template, tok_path)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
 
     if init is not None:
         state = train_state_from_params(init.params, model_cfg, cfg.optimizer, mesh)
@@ -164,7 +171,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
             state, start, streak = restored.state, restored.step, int(restored.extra.get("bad_streak", 0))
     step_fn = make_sft_step(model_cfg, cfg.optimizer, mesh, cfg.micro_batches)
     writer = MetricsWriter(out / "tb", purge_step=start + 1 if start else None)
-    bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft")
+    bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft", enabled=is_primary())
     guard = BadStepGuard(cfg.max_bad_steps, streak)
     done = start
     m: dict[str, Any] = {}
@@ -208,5 +215,6 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     summary = {"stage": "sft", "steps": cfg.steps, "resumed_from": start, "examples": len(chats),
                "batches": len(batches), "truncated_examples": cut, "seconds": time.perf_counter() - t0,
                "final_loss": float(m["loss"]) if done > start else None, "bad_steps": guard.total}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if is_primary():
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

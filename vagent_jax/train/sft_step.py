@@ -17,6 +17,7 @@ from vagent_jax.models.config import ModelConfig
 from vagent_jax.sharding import batch_sharding
 from vagent_jax.train.grad_accum import (accumulate_gradients, check_batch, divide, guarded_update,
                                          split_micro_batches)
+from vagent_jax.train.multihost import to_global
 from vagent_jax.train.optimizer import OptimizerConfig, lr_schedule, make_optimizer
 from vagent_jax.train.token_stats import sequence_token_stats
 from vagent_jax.train.train_state import TrainState, state_shardings
@@ -59,7 +60,8 @@ def make_sft_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh
     state donated. batch: tokens, positions, segment_ids (int32) and loss_mask (0/1 or float), all
     [B, T]; B must be divisible by micro_batches and B / micro_batches by the data x fsdp devices.
     Metrics (fp32 scalars): loss, tokens (summed loss weight), entropy, grad_norm, lr, skipped.
-    Remat follows model_cfg.remat. `.lower(state, batch)` (arrays or ShapeDtypeStructs) lowers it for
+    Multi-host: the batch is the whole global batch as host arrays on every process (each fills only its
+    own devices' rows) or global jax.Arrays. Remat follows model_cfg.remat. `.lower(state, batch)` (arrays or ShapeDtypeStructs) lowers it for
     ahead-of-time compilation, e.g. for a TPU topology.
     """
     if micro_batches < 1:
@@ -82,7 +84,7 @@ def make_sft_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh
 
     def run(state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
         check_batch(batch, SFT_BATCH_KEYS, (), (), micro_batches, mesh, "SFT")
-        return jitted(state, dict(batch))
+        return jitted(state, to_global(batch, b_shard))
 
     def lower(state: Any, batch: dict[str, Any]) -> Any:
         check_batch(batch, SFT_BATCH_KEYS, (), (), micro_batches, mesh, "SFT")
