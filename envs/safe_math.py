@@ -7,6 +7,7 @@ intermediate value) so a hostile expression like 9**9**9 is refused quickly inst
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -93,7 +94,9 @@ def evaluate(expr: str) -> Evaluation:
         raise ExpressionError(f"expression longer than {MAX_EXPR_CHARS} characters")
     text = expr.replace("×", "*").replace("÷", "/").replace("^", "**").strip()
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():  # model-written text ("12 * 77x") must not print parser warnings
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
         raise ExpressionError(f"cannot parse {expr!r}: {e.msg}") from None
     n_nodes = sum(1 for _ in ast.walk(tree))
