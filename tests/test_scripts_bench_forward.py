@@ -1,5 +1,4 @@
 """scripts/bench_forward.py: the --quick --json smoke run, the FLOP counting and the --configs check."""
-import importlib.util
 import json
 import math
 import os
@@ -8,20 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from script_module import load_script
 
 from vagent_jax.models.config import PRESETS
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "bench_forward.py"
-
-
-def _load_script():
-    """Import scripts/bench_forward.py as module `bench_forward` (scripts/ is not a package)."""
-    if "bench_forward" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_forward", SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_forward"] = mod  # dataclasses resolves annotations through sys.modules
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_forward"]
 
 
 def test_quick_json_run_reports_positive_numbers():
@@ -49,7 +39,7 @@ def test_quick_json_run_reports_positive_numbers():
 
 
 def test_flop_counts_match_hand_arithmetic():
-    bf = _load_script()
+    bf = load_script("bench_forward")
     cfg = PRESETS["4m"]
     # 3 causal tokens: pairs (0,0) (1,0) (1,1) (2,0) (2,1) (2,2) = 6 per row.
     assert bf.causal_pairs(batch=2, seq=3) == 12
@@ -62,7 +52,7 @@ def test_random_params_match_init_shapes():
     import jax
     from vagent_jax.models.transformer import init_params
 
-    bf = _load_script()
+    bf = load_script("bench_forward")
     cfg = PRESETS["4m"]
     params = bf.random_params(cfg, seed=0)
     want = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
@@ -75,7 +65,7 @@ def test_random_params_match_init_shapes():
 
 
 def test_unknown_config_is_rejected_naming_the_flag():
-    bf = _load_script()
+    bf = load_script("bench_forward")
     with pytest.raises(ValueError, match="--configs: unknown preset 'nope'"):
         bf.parse_configs("4m,nope")
     assert bf.parse_configs(" 4m , 100m ") == ["4m", "100m"]

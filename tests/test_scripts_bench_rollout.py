@@ -1,28 +1,15 @@
 """scripts/bench_rollout.py: the --tiny --json smoke run (keys and bookkeeping, not timings) and its stop ids."""
-import importlib.util
 import json
 import math
-import pathlib
-import sys
 
 import pytest
+from script_module import load_script
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "bench_rollout.py"
-
-
-def _load_script():
-    """Import scripts/bench_rollout.py as module `bench_rollout` (scripts/ is not a package)."""
-    if "bench_rollout" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_rollout", SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_rollout"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_rollout"]
 
 
 @pytest.mark.slow  # ~7 XLA compiles of the tiny model: 20 s on a quiet 2-core machine, minutes under load
 def test_tiny_json_run(capsys):
-    br = _load_script()
+    br = load_script("bench_rollout")
     ret = br.main(["--tiny", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out == json.loads(json.dumps(ret))
@@ -44,7 +31,7 @@ def test_tiny_json_run(capsys):
 
 
 def test_stop_ids_hold_the_template_end_and_ordinary_ids(tmp_path):
-    br = _load_script()
+    br = load_script("bench_rollout")
     tok = br.build_tokenizer(str(tmp_path), n_tasks=50, vocab_size=512)
     ids = br.bench_stop_ids(tok, turn_tokens=8)
     assert ids[0] == tok.token_to_id("<|im_end|>")

@@ -1,32 +1,20 @@
 """scripts/compare_objectives.py: a tiny run (2 RL steps, 1 seed, two objectives) writes the table, the PNG
 and the JSON, with one row per objective read back from the runs' metrics; a rerun reuses the runs; bad
 options are refused before any training."""
-import importlib.util
 import json
 import math
 import pathlib
-import sys
 
 import pytest
+from script_module import load_script
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "compare_objectives.py"
 TINY = ["--steps", "2", "--seeds", "1", "--sft-steps", "20", "--tasks", "64", "--prompts", "2", "--group-size", "2",
         "--objectives", "dapo,cispo"]
 
 
-def _load_script():
-    """Import scripts/compare_objectives.py as module `compare_objectives` (scripts/ is not a package)."""
-    if "compare_objectives" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("compare_objectives", SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["compare_objectives"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["compare_objectives"]
-
-
 @pytest.mark.slow  # SFT + 2 RL runs of 2 steps: about a minute on an idle 2-core machine, minutes under load
 def test_tiny_run_writes_table_png_and_json(tmp_path, capsys):
-    co = _load_script()
+    co = load_script("compare_objectives")
     out = tmp_path / "cmp"
     ret = co.main([*TINY, "--out", str(out), "--json"])
     printed = json.loads(capsys.readouterr().out)
@@ -53,7 +41,7 @@ def test_tiny_run_writes_table_png_and_json(tmp_path, capsys):
                                         (["--objectives", "dapo,ppo"], "--objectives"),
                                         (["--group-size", "1"], "--group-size")])
 def test_bad_options_are_named(argv, word, capsys):
-    co = _load_script()
+    co = load_script("compare_objectives")
     with pytest.raises(SystemExit):
         co.parse_args(argv)
     assert word in capsys.readouterr().err
