@@ -128,6 +128,15 @@ class Environment:
         """A correct reference trajectory (initial messages, assistant turns, tool observations)."""
         raise TypeError(f"environment {self.name!r} does not define demonstration()")
 
+    def direct_demonstration(self, task: Mapping[str, Any]) -> list[Message]:
+        """The task answered at once, with no tool call: what a demonstrator who knows the answer writes.
+
+        Mixed into SFT data (`direct_demo_fraction`) it gives the policy a habit that it cannot execute
+        itself, the kind of imperfect demonstration RL must learn to drop."""
+        if "answer" not in task:
+            raise ValueError(f"{self.name}: direct_demonstration needs the task's 'answer' key: {dict(task)!r}")
+        return self.initial_messages(task) + [Message("assistant", f"<answer>{task['answer']}</answer>")]
+
     # ---- shared logic ------------------------------------------------------------------------------
     def tool_schemas(self) -> list[dict]:
         """JSON schemas of the tools, as shown to the model in the system prompt."""

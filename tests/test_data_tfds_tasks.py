@@ -42,3 +42,22 @@ def test_tasks_without_id_get_one_from_name_split_and_position(tmp_path):
     source = load_generated_tasks(tmp_path, "noid", "train")
     got = sorted((source[i] for i in range(3)), key=lambda t: t["q"])
     assert got == [{"q": i, "id": f"noid-train-{i}"} for i in range(3)]
+
+
+def test_a_build_finished_by_another_process_meanwhile_is_used(tmp_path, monkeypatch):
+    """Two runs building the same task set on one data_dir: the loser's rename fails; it reads the winner's."""
+    from vagent_jax.data import tfds_tasks
+
+    original = tfds_tasks.GeneratedTasks.download_and_prepare
+
+    def other_process_wins(self, *args, **kwargs):
+        original(self, *args, **kwargs)  # the "other process" completes the build ...
+        raise FileExistsError("Cannot rename incomplete.X: destination already exists")  # ... and ours loses
+
+    monkeypatch.setattr(tfds_tasks.GeneratedTasks, "download_and_prepare", other_process_wins)
+    out = build_generated_tasks(tiny_generator, name="race", data_dir=tmp_path, splits={"train": (5, 1)})
+    assert len(load_generated_tasks(tmp_path, "race", "train")) == 5 and out.is_dir()
+    monkeypatch.setattr(tfds_tasks.GeneratedTasks, "download_and_prepare",
+                        lambda self, *a, **k: (_ for _ in ()).throw(FileExistsError("unrelated")))
+    with pytest.raises(FileExistsError, match="unrelated"):  # no finished build to fall back on: not hidden
+        build_generated_tasks(tiny_generator, name="race2", data_dir=tmp_path, splits={"train": (5, 1)})

@@ -99,3 +99,26 @@ def test_unwritable_out_dir_is_named(tmp_path: Path) -> None:
     cfg.write_text(f"out_dir: {blocker / 'x'}\n")
     with pytest.raises(SystemExit, match="a_file/x.*not writable"):
         main(["sft", str(cfg)])
+
+
+def test_direct_demo_fraction_mixes_tool_and_direct_demonstrations(tmp_path: Path) -> None:
+    from vagent_jax.data.task_source import TaskConfig
+    from vagent_jax.train.sft_run import SFTConfig, demo_conversations
+
+    tasks = TaskConfig(env="calculator", num_tasks=400, eval_tasks=0, data_dir=str(tmp_path / "data"))
+    chats = demo_conversations(SFTConfig(tasks=tasks, direct_demo_fraction=0.25))
+    direct = [c for c in chats if not any(m["role"] == "tool" for m in c)]
+    # seeded Bernoulli(0.25) over 400 tasks: 100 expected, sd ~8.7; bound at ~4 sd
+    assert 65 <= len(direct) <= 135
+    for chat in direct:  # answered at once, with the task's true answer
+        assert chat[-1]["role"] == "assistant" and chat[-1]["content"].startswith("<answer>")
+        assert sum(m["role"] == "assistant" for m in chat) == 1
+    assert demo_conversations(SFTConfig(tasks=tasks, direct_demo_fraction=0.25)) == chats  # deterministic
+    assert all(any(m["role"] == "tool" for m in c) for c in demo_conversations(SFTConfig(tasks=tasks)))
+
+
+def test_direct_demo_fraction_out_of_range_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"out_dir: {tmp_path / 'o'}\ndirect_demo_fraction: 1.0\n")
+    assert main(["sft", str(cfg)]) == 2
+    assert "direct_demo_fraction" in capsys.readouterr().err

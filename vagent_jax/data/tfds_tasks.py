@@ -132,12 +132,7 @@ def build_generated_tasks(
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name: {name!r} must be non-empty letters, digits, '_' or '-'")
     out_dir = generated_tasks_dir(data_dir, name)
-    if (out_dir / "dataset_info.json").is_file():
-        info = tfds.builder_from_directory(str(out_dir)).info
-        have = {s: info.splits[s].num_examples for s in info.splits}
-        want = {s: n for s, (n, _) in splits.items()}
-        if have != want:
-            raise ValueError(f"{out_dir}: existing task set has split sizes {have}, requested {want}")
+    if _finished_build(out_dir, splits):
         return out_dir
     builder = GeneratedTasks(
         generator=generator,
@@ -146,12 +141,29 @@ def build_generated_tasks(
         data_dir=str(data_dir),
         file_format="array_record",
     )
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+            )
         )
-    )
+    except FileExistsError:
+        # another process (a second run on the same data_dir) finished the same build first: use it
+        if not _finished_build(out_dir, splits):
+            raise
     return out_dir
+
+
+def _finished_build(out_dir: Path, splits: Mapping[str, tuple[int, int]]) -> bool:
+    """True when out_dir holds a finished build with the requested split sizes (other sizes: ValueError)."""
+    if not (out_dir / "dataset_info.json").is_file():
+        return False
+    info = tfds.builder_from_directory(str(out_dir)).info
+    have = {s: info.splits[s].num_examples for s in info.splits}
+    want = {s: n for s, (n, _) in splits.items()}
+    if have != want:
+        raise ValueError(f"{out_dir}: existing task set has split sizes {have}, requested {want}")
+    return True
 
 
 class TfdsTaskSource:

@@ -59,6 +59,9 @@ class SFTConfig:
     tasks: TaskConfig = TaskConfig()
     demos: Literal["env", "jsonl"] = "env"
     demos_path: str | None = None
+    # demos "env": this fraction of the tasks (seeded choice) is demonstrated by answering at once without
+    # tools (Environment.direct_demonstration), the rest by the env's tool-using solution
+    direct_demo_fraction: float = 0.0
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig(vocab_size=512, d_model=128, n_layers=3, n_heads=4, n_kv_heads=2,
                                      head_dim=32, d_ff=384, max_seq_len=512)
@@ -82,6 +85,10 @@ class SFTConfig:
         require(self.batch_size % self.micro_batches == 0, "micro_batches",
                 f"{self.micro_batches} does not divide batch_size {self.batch_size}")
         require(self.demos != "jsonl" or bool(self.demos_path), "demos_path", "demos 'jsonl' needs a JSONL file")
+        require(0.0 <= self.direct_demo_fraction < 1.0, "direct_demo_fraction",
+                f"must be in [0, 1), got {self.direct_demo_fraction}")
+        require(self.demos == "env" or self.direct_demo_fraction == 0.0, "direct_demo_fraction",
+                "applies to demos 'env' only")
         require(bool(self.tokenizer.path) or self.model.vocab_size >= self.tokenizer.vocab_size, "model.vocab_size",
                 f"{self.model.vocab_size} is smaller than tokenizer.vocab_size {self.tokenizer.vocab_size}")
         require(self.seq_len <= self.model.max_seq_len, "seq_len",
@@ -95,7 +102,9 @@ def demo_conversations(cfg: SFTConfig) -> list[list[dict[str, str]]]:
 
         env = get_env(cfg.tasks.env)
         source = train_tasks(cfg.tasks)
-        return [[m.to_dict() for m in env.demonstration(source[i])] for i in range(len(source))]
+        direct = np.random.default_rng([cfg.seed, 7]).random(len(source)) < cfg.direct_demo_fraction
+        return [[m.to_dict() for m in (env.direct_demonstration if direct[i] else env.demonstration)(source[i])]
+                for i in range(len(source))]
     records = read_jsonl_tasks(cfg.demos_path, required_keys=("messages",))  # type: ignore[arg-type]
     out = []
     for i, rec in enumerate(records):
