@@ -79,7 +79,7 @@ def sft_overrides(args: argparse.Namespace) -> list[str]:
     """The cached SFT run's settings (the demo's calculator recipe, mixed demonstrations)."""
     return [*TASKS, f"tasks.num_tasks={args.tasks}", f"steps={args.sft_steps}", "batch_size=16", "seq_len=256",
             *MODEL, "direct_demo_fraction=0.3", "optimizer.lr=0.001", f"optimizer.total_steps={args.sft_steps}",
-            "optimizer.warmup_steps=20", "num_devices=1", f"save_every={args.sft_steps}", "log_every=50"]
+            f"optimizer.warmup_steps={min(20, args.sft_steps // 2)}", "num_devices=1", f"save_every={args.sft_steps}", "log_every=50"]
 
 
 def rl_overrides(args: argparse.Namespace) -> list[str]:
