@@ -52,6 +52,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vagent_jax.config import load_config  # noqa: E402
+from vagent_jax.demo import DIRECT_DEMO_FRACTION, RL_LR, DemoConfig  # noqa: E402
 from vagent_jax.train.metrics_writer import read_jsonl_scalars  # noqa: E402
 from vagent_jax.train.rl_run import RLConfig, run_rl  # noqa: E402
 from vagent_jax.train.sft_run import SFTConfig, run_sft  # noqa: E402
@@ -65,8 +66,10 @@ OBJECTIVES: dict[str, list[str]] = {
 TAGS = {"reward": "rollout/reward_mean", "pass_rate": "rollout/pass_rate", "entropy": "update/entropy",
         "step_time": "time/step_s", "mismatch": "update/mismatch_abs_prob_diff"}
 FINAL_WINDOW = 3
-MODEL = ["tokenizer.vocab_size=512", "model.vocab_size=512", "model.d_model=128", "model.n_layers=3",
-         "model.n_heads=4", "model.n_kv_heads=2", "model.head_dim=32", "model.d_ff=384", "model.max_seq_len=256"]
+_DEMO_SFT = DemoConfig().sft  # the demo's recipe is the one source of the model, demonstrations and lrs
+MODEL = [f"tokenizer.vocab_size={_DEMO_SFT.tokenizer.vocab_size}",
+         *(f"model.{k}={getattr(_DEMO_SFT.model, k)}" for k in
+           ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "max_seq_len"))]
 TASKS = ["tasks.env=calculator", "tasks.difficulty=1", "tasks.eval_tasks=0"]
 
 
@@ -78,8 +81,9 @@ def _tag(overrides: Sequence[str]) -> str:
 def sft_overrides(args: argparse.Namespace) -> list[str]:
     """The cached SFT run's settings (the demo's calculator recipe, mixed demonstrations)."""
     return [*TASKS, f"tasks.num_tasks={args.tasks}", f"steps={args.sft_steps}", "batch_size=16", "seq_len=256",
-            *MODEL, "direct_demo_fraction=0.3", "optimizer.lr=0.001", f"optimizer.total_steps={args.sft_steps}",
-            f"optimizer.warmup_steps={min(20, args.sft_steps // 2)}", "num_devices=1", f"save_every={args.sft_steps}", "log_every=50"]
+            *MODEL, f"direct_demo_fraction={DIRECT_DEMO_FRACTION}", f"optimizer.lr={_DEMO_SFT.optimizer.lr}",
+            f"optimizer.total_steps={args.sft_steps}", f"optimizer.warmup_steps={min(20, args.sft_steps // 2)}",
+            "num_devices=1", f"save_every={args.sft_steps}", "log_every=50"]
 
 
 def rl_overrides(args: argparse.Namespace) -> list[str]:
@@ -87,7 +91,7 @@ def rl_overrides(args: argparse.Namespace) -> list[str]:
     return [*TASKS, f"tasks.num_tasks={args.tasks}", f"steps={args.steps}", f"prompts_per_step={args.prompts}",
             f"group_size={args.group_size}", "max_rounds=2", f"updates_per_batch={args.updates_per_batch}",
             "engine.batch_slots=64", "engine.max_len=192", "engine.max_new_tokens=48", "engine.chunk_steps=16",
-            f"engine.sampling.top_p={args.top_p}", "optimizer.lr=0.0003", "num_devices=1", "env_workers=2",
+            f"engine.sampling.top_p={args.top_p}", f"optimizer.lr={RL_LR}", "num_devices=1", "env_workers=2",
             f"save_every={args.steps}", "checkpoint.keep_last=1"]
 
 

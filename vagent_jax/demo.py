@@ -33,7 +33,7 @@ from vagent_jax.train.sft_run import SFTConfig, TokenizerConfig, run_sft
 # The SFT demonstrations are deliberately mixed (measured on this project's 2-core CPU machine, difficulty-1
 # calculator tasks, this model): 30% of them answer at once, as a demonstrator who knows the product would,
 # and 70% call the calculator and copy its result. The policy imitates both habits but can only execute the
-# second: after 400 SFT steps it calls the tool on ~71% of held-out tasks and passes ~61% (~83% when it calls
+# second: after 400 SFT steps it calls the tool on ~71% of held-out tasks and passes 51-61% (~83% when it calls
 # the tool, ~0% when it answers directly). Copying forms at ~300-350 steps at lr 1e-3 (later with fewer tool
 # demos). DAPO then has a decision whose outcome differs within every group, so nearly every group carries
 # signal, and 20 steps at lr 3e-4 raised the tool-call rate to ~97%. At lr 1e-3 the first DAPO update (Adam's
@@ -59,7 +59,8 @@ class DemoConfig:
         tokenizer=TokenizerConfig(vocab_size=512),
         model=ModelConfig(vocab_size=512, d_model=128, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=32,
                           d_ff=384, max_seq_len=256),
-        direct_demo_fraction=DIRECT_DEMO_FRACTION, steps=SFT_STEPS, batch_size=16, seq_len=256, save_every=100, log_every=10,
+        direct_demo_fraction=DIRECT_DEMO_FRACTION, steps=SFT_STEPS, batch_size=16, seq_len=256, save_every=100,
+        log_every=10,
         optimizer=OptimizerConfig(lr=1e-3, warmup_steps=20, total_steps=SFT_STEPS, weight_decay=0.01))
     rl: RLConfig = RLConfig(init_from="<sft>", steps=RL_STEPS, prompts_per_step=16, group_size=8, engine=_ENGINE,
                             loss=PolicyLossConfig(), save_every=10,
