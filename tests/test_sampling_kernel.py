@@ -16,7 +16,7 @@ from vagent_jax.config import ConfigError, from_dict
 from vagent_jax.kernels.sampling import SamplingConfig, sample
 from vagent_jax.kernels.sampling_pallas import fused_sampling_pass, sample_pallas
 from vagent_jax.kernels.sampling_reference import (
-    _candidate_threshold, _sorted_threshold, admission_threshold, inverse_temperature,
+    _candidate_threshold, _sorted_threshold, admission_threshold, inverse_temperature, top_k_largest,
 )
 
 LN2 = math.log(2.0)
@@ -200,6 +200,21 @@ def test_sampling_law_chi_square():
         # threshold: the 0.999 quantile of chi-square with (support - 1) degrees of freedom
         limit = stats.chi2.ppf(0.999, support.sum() - 1)
         assert chi2 < limit, f"chi2={chi2:.1f} >= {limit:.1f} under {setting}: {counts} vs {n * q}"
+
+
+@pytest.mark.parametrize("vocab", [4000, 5003])  # 5003: the last block is padded
+def test_top_k_largest_matches_lax_top_k_with_ties_and_masks(vocab):
+    # integer logits in a small range tie everywhere; rows of masks: mostly -inf, and all -inf
+    x = np.array(jax.random.randint(jax.random.key(2), (6, vocab), 0, 6), np.float32)
+    x[1] = np.array(jax.random.normal(jax.random.key(4), (vocab,)))
+    x[2, : vocab - 7] = -np.inf
+    x[3, :] = -np.inf
+    x[4, ::2] = -np.inf
+    for k in (1, 20, 256):  # 1 and 20 take the blocked path (>= 4k blocks of 32), 256 plain lax.top_k
+        want_v, want_i = jax.lax.top_k(jnp.asarray(x), k)
+        got_v, got_i = jax.jit(top_k_largest, static_argnums=1)(jnp.asarray(x), k)
+        np.testing.assert_array_equal(got_v, want_v)
+        np.testing.assert_array_equal(got_i, want_i)
 
 
 def test_candidate_threshold_matches_full_sort():
