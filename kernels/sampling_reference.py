@@ -275,13 +275,13 @@ def sample_reference(
     z = x * inv_t[:, None]
     admitted = (x >= tau[:, None]) & (x > -jnp.inf)
 
-    def sampled_race() -> jax.Array:
+    def sampled_race() -> tuple[jax.Array, jax.Array]:
         race = jnp.where(greedy[:, None], x, z + gumbel_noise(seeds[:, None], col))
-        return jnp.where(admitted, race, -jnp.inf)
+        race = jnp.where(admitted, race, -jnp.inf)
+        return race, jnp.max(race, axis=-1)
 
     # an all-greedy batch skips the [B, V] noise hash and a max pass: its race is x, whose max is m1
-    race, best = jax.lax.cond(jnp.all(greedy), lambda: (x, m1),
-                              lambda: (lambda r: (r, jnp.max(r, axis=-1)))(sampled_race()))
+    race, best = jax.lax.cond(jnp.all(greedy), lambda: (x, m1), sampled_race)
     # argmax as max + first matching index: XLA:CPU runs a fused variadic argmax reduce element by
     # element (the Gumbel noise then costs ~30 ns/logit); two plain reductions vectorise
     token = jnp.min(jnp.where(race == best[:, None], col, vocab), axis=-1)
