@@ -77,17 +77,38 @@ def position_seeds(stream_seed: jax.Array, request_seed: jax.Array, position: ja
     return fmix32(h ^ jnp.asarray(position).astype(jnp.uint32))
 
 
+def uniform_exponential(h: jax.Array) -> jax.Array:
+    """E = -log u for u = (h + 0.5) / 2^32, from uint32 hash values h, finite and > 0 for every h.
+
+    Each half of the range is measured from its own end so float32 keeps relative precision where it
+    matters: w = (q + 0.5) / 2^32 with q = h (low half, u = w) or q = 2^32 - 1 - h (high half, u = 1 - w),
+    both w in [2^-33, 1/2]; E = -log w or -log1p(-w). A direct float32 u = (h + 0.5) / 2^k rounds to
+    exactly 1.0 at the top of a 24-bit grid (E = 0, Gumbel noise +inf), which this form cannot do.
+    Range: E in [-log1p(-2^-33), 33 log 2] ~ [1.2e-10, 22.9], decreasing in h.
+    """
+    high = (h >> np.uint32(31)) > 0
+    low31 = (h & np.uint32(0x7FFFFFFF)).astype(jnp.int32)
+    q = jnp.where(high, np.int32(0x7FFFFFFF) - low31, low31)  # distance from the nearer end, in [0, 2^31)
+    w = (q.astype(jnp.float32) + 0.5) * np.float32(2.0**-32)
+    return jnp.where(high, -jnp.log1p(-w), -jnp.log(w))
+
+
+# Bounds of gumbel_noise over all 2^32 hash values: -log(33 log 2) and -log(-log1p(-2^-33)).
+GUMBEL_MIN = float(-np.log(33 * np.log(2.0)))
+GUMBEL_MAX = float(-np.log(-np.log1p(-(2.0**-33))))
+
+
 def gumbel_noise(seed: jax.Array, col: jax.Array) -> jax.Array:
     """Gumbel(0,1) noise for (row seed, vocabulary index), usable inside a Pallas kernel.
 
-    h = fmix32(fmix32(col * golden ^ seed) + seed); u = (h >> 8 + 0.5) / 2^24 in (0, 1);
-    G = -log(-log u). The 24-bit grid bounds G to [-2.85, 17.3] (tail mass ~3e-8 cut off).
+    h = fmix32(fmix32(col * golden ^ seed) + seed); G = -log(E) with E = -log u = `uniform_exponential(h)`,
+    u = (h + 0.5) / 2^32. Finite for every hash value: G in [GUMBEL_MIN, GUMBEL_MAX] ~ [-3.13, 22.9]; the
+    cut-off tail has mass ~2^-33 per token, so a row of V tokens loses ~V * 2^-33 (4e-6 at V = 32k).
     seed: uint32 broadcastable to col; col: int32 vocabulary indices.
     """
     h = fmix32((col.astype(jnp.uint32) * _GOLDEN) ^ seed)
     h = fmix32(h + seed)
-    u = ((h >> np.uint32(8)).astype(jnp.int32).astype(jnp.float32) + 0.5) * np.float32(2.0**-24)
-    return -jnp.log(-jnp.log(u))
+    return -jnp.log(uniform_exponential(h))
 
 
 def top_k_largest(x: jax.Array, k: int, block: int = 32) -> tuple[jax.Array, jax.Array]:
