@@ -1,4 +1,4 @@
-"""Advantage estimators vs numpy loops written from ALGORITHMS.md."""
+"""Advantage estimators vs numpy loops written from docs/algorithms.md."""
 import jax
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ def _groups(seed, n_groups=5, g=4):
 def np_advantages(name, rewards_2d, lengths_2d, correct_2d):
     out = []
     for r, length, c in zip(rewards_2d, lengths_2d, correct_2d):
-        mean, std = r.mean(), r.std()
+        mean, std = r.mean(), r.std(ddof=1)  # GRPO's sample std, as verl and TRL
         if name in ("grpo", "dapo"):
             a = (r - mean) / (std + EPS)
         elif name == "drgrpo":
@@ -51,6 +51,19 @@ def test_estimator_matches_numpy(name):
     got = compute_advantages(name, rewards, lengths=lengths.reshape(-1), correct=correct.reshape(-1))
     want = np_advantages(name, rewards, lengths, correct)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_grpo_std_is_the_sample_std_of_torch_like_verl():
+    """verl's GRPO outcome advantage: (r - mean) / (torch.std(r) + eps), torch.std unbiased (ddof=1);
+    a group of one gets mean 0 and std 1."""
+    torch = pytest.importorskip("torch")
+    r = np.array([[1.0, 0.0, 0.0, 1.0, 1.0], [0.3, -1.2, 2.0, 0.5, 0.0]], np.float32)
+    t = torch.tensor(r)
+    want = ((t - t.mean(1, keepdim=True)) / (t.std(1, keepdim=True) + EPS)).numpy()
+    got = compute_advantages("grpo", r)
+    np.testing.assert_allclose(np.asarray(got), want.reshape(-1), rtol=1e-5, atol=1e-6)
+    single = compute_advantages("grpo", np.array([0.7, 0.2, 0.4], np.float32), group_ids=np.array([0, 1, 1]))
+    np.testing.assert_allclose(np.asarray(single)[0], 0.7 / (1 + EPS), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["grpo", "opo", "grpo_lead"])

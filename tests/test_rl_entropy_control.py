@@ -79,7 +79,9 @@ def test_kl_cov_mask_vs_numpy():
     n = int(valid.sum())
     got = np.asarray(kl_cov_mask(cov, valid, 0.1))
     np.testing.assert_array_equal(got, _np_top(cov, valid, n // 10))
-    assert not np.asarray(kl_cov_mask(cov, valid, 2e-3)).any()  # floor(2e-3 * N) = 0 here
+    # floor(2e-3 * N) = 0 here: at least one token is selected (the largest Cov), as verl does
+    np.testing.assert_array_equal(np.asarray(kl_cov_mask(cov, valid, 2e-3)), _np_top(cov, valid, 1))
+    assert not np.asarray(kl_cov_mask(cov, np.zeros_like(valid), 2e-3)).any()  # no valid token, no pick
 
 
 def test_clip_cov_mask_picks_random_candidates():
@@ -96,3 +98,8 @@ def test_clip_cov_mask_picks_random_candidates():
     assert one.sum() == 1  # max(1, floor(r N))
     none = np.asarray(clip_cov_mask(cov, valid, jax.random.key(0), 0.5, 100.0, 200.0))
     assert not none.any()
+    # tokens PPO already clipped are never candidates
+    clipped = cand & (np.arange(cand.size).reshape(cand.shape) % 2 == 0)
+    for s in range(4):
+        p = np.asarray(clip_cov_mask(cov, valid, jax.random.key(s), 0.5, 1.0, 5.0, clipped=clipped))
+        assert not (p & clipped).any() and p.sum() == min(int((cand & ~clipped).sum()), n // 2)

@@ -71,7 +71,7 @@ def _measure(setup, *, model_dtype: str = "float32", cache_dtype: str = "float32
                         cache_dtype=cache_dtype, sampling=SamplingConfig(temperature=1.0, top_p=top_p))
     trajs = DecodeEngine(params, engine_model, ecfg, stop_token_ids=(), seed=3).generate(prompts)
     assert all(t.num_generated == NEW for t in trajs)
-    batch = update_batch(trajs, np.zeros(ROWS, np.float32), np.zeros(ROWS, bool), ROWS, SEQ, 0, False)
+    batch = update_batch(trajs, np.zeros(ROWS, np.float32), np.ones(ROWS, bool), ROWS, SEQ, 0)
     train_logp, _ = logprobs(params, batch)
     mm = mismatch_metrics(train_logp, jnp.asarray(batch["rollout_logp"]), jnp.asarray(batch["loss_mask"]))
     out = {k: float(s / c) for k, (s, c) in mm.means.items()}

@@ -163,9 +163,15 @@ def test_clip_cov_matches_numpy_with_the_same_pick():
     x = make_inputs(2)
     key = jax.random.key(7)
     valid = x["mask"] > 0
-    detached = np.asarray(ec.clip_cov_mask(ec.token_covariance(x["logp"], x["advantages"], valid), valid, key,
-                                           0.1, 0.5, 5.0))
+    ratio = np.exp(np.where(valid, x["logp"] - x["old_logp"], 0.0))
+    adv = np.asarray(x["advantages"])[:, None]
+    clipped = ((ratio < 1 - cfg.eps_low) & (adv < 0)) | ((ratio > 1 + cfg.eps_high) & (adv > 0))
+    cov = ec.token_covariance(x["logp"], x["advantages"], valid)
+    detached = np.asarray(ec.clip_cov_mask(cov, valid, key, 0.1, 0.5, 5.0, clipped=jnp.asarray(clipped)))
     assert detached.sum() == int(valid.sum()) // 10
+    assert not (detached & clipped).any()
+    # the candidates PPO clipped would have been picked without the exclusion (the case is not vacuous)
+    assert (np.asarray(ec.clip_cov_mask(cov, valid, key, 0.1, 0.5, 5.0)) & clipped).any()
     loss_sum, denom, metrics = _call(cfg, x, key=key)
     want, _ = np_policy_loss(cfg, x, detached=detached)
     np.testing.assert_allclose(float(loss_sum / denom), want, rtol=2e-5)

@@ -10,6 +10,7 @@ from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
+from vagent_jax.train.step_metrics import reduce_step_metrics
 from vagent_jax.train.train_state import train_state_from_params
 
 CFG = ModelConfig(vocab_size=96, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64)
@@ -72,6 +73,7 @@ def test_dapo_step_on_policy_then_nan_guard(mesh, logprobs):
     _, ent = logprobs(params, batch)
     step = make_rl_step(CFG, OPT, PolicyLossConfig(), mesh, micro_batches=1, seq_chunk=8)
     state, m = step(state, batch, jax.random.key(0), 0.0)
+    m = reduce_step_metrics([m])
     valid = batch["loss_mask"] > 0
     n = valid.sum()
     # old = detached logp -> rho = 1: per-token loss -A_i; token-level mean over all response tokens
@@ -90,7 +92,7 @@ def test_dapo_step_on_policy_then_nan_guard(mesh, logprobs):
     poisoned["advantages"][2] = np.nan
     before = _np((state.params, state.opt_state))
     state, m = step(state, poisoned, jax.random.key(1), 0.0)
-    assert float(m["skipped"]) == 1.0 and int(state.step) == 2
+    assert float(reduce_step_metrics([m])["skipped"]) == 1.0 and int(state.step) == 2
     for a, b in zip(jax.tree.leaves((state.params, state.opt_state)), jax.tree.leaves(before)):
         np.testing.assert_array_equal(np.asarray(a), b)
 
@@ -108,14 +110,14 @@ def test_micro_batches_1_vs_2_with_tis_and_ref_kl(mesh, logprobs):
         state = train_state_from_params(params, CFG, OPT, mesh)
         step = make_rl_step(CFG, OPT, cfg, mesh, micro_batches=mb, seq_chunk=8)
         state, m = step(state, batch, jax.random.key(0), 0.01, ref_params=ref_params)
-        out[mb] = (_np(m), _np(state.params))
+        out[mb] = (reduce_step_metrics([m]), _np(state.params))
     (m1, p1), (m2, p2) = out[1], out[2]
     assert np.isfinite(m1["loss"]) and m1["skipped"] == 0.0
     assert m1["clip_frac_low"] + m1["clip_frac_high"] > 0 and m1["kl_ref"] > 0
     assert m1["mismatch_max_ratio"] > 1.0
-    for k in m1:
-        if k != "cov_mean":  # covariance is centred per micro-batch (ALGORITHMS.md), not additive
-            np.testing.assert_allclose(m1[k], m2[k], rtol=2e-5, atol=1e-7, err_msg=k)
+    assert set(m1) == set(m2)
+    for k in m1:  # cov_mean too: centred over the whole batch, from sums that add over micro-batches
+        np.testing.assert_allclose(m1[k], m2[k], rtol=2e-5, atol=1e-7, err_msg=k)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
         np.testing.assert_allclose(a, b, atol=3e-4)  # Adam divides by sqrt(v): float-order noise in tiny grads shows up ~1e-4
 

@@ -3,7 +3,10 @@
 A group is the G responses sampled for one prompt. Every estimator maps one reward per response to one
 advantage per response, using only statistics of the response's own group (formulas: ALGORITHMS.md).
 Rewards come either as [n_groups, G] or flat [N] with integer `group_ids` in [0, N); the output is
-always flat [N] in the same order. Group statistics use the population std (ddof=0).
+always flat [N] in the same order. GRPO/DAPO's std is the SAMPLE std (ddof=1, Bessel-corrected), as verl
+(torch.std) and TRL compute it; a group of one gets mean 0 and std 1 there, as in verl. Other group
+statistics (GRPO-LEAD's length z-score and pass rate) use the population form. Formulas and papers:
+docs/algorithms.md.
 """
 from __future__ import annotations
 
@@ -53,26 +56,29 @@ def group_sum(x: jax.Array, group_ids: jax.Array, num_groups: int) -> jax.Array:
 
 
 def group_mean_std(
-    x: jax.Array, group_ids: jax.Array, num_groups: int, where: jax.Array | None = None
+    x: jax.Array, group_ids: jax.Array, num_groups: int, where: jax.Array | None = None, ddof: int = 0
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Per-response (mean, population std, count) of `x` over the group members selected by `where`.
+    """Per-response (mean, std, count) of `x` over the group members selected by `where`; the std divides
+    by count - ddof (ddof 0: population, 1: sample).
 
-    A group with no selected member gets mean 0, std 0, count 0.
+    A group with no selected member gets mean 0, std 0, count 0; one with count <= ddof gets std 0.
     """
     w = jnp.ones_like(x) if where is None else jnp.asarray(where, x.dtype)
     count = group_sum(w, group_ids, num_groups)
-    safe = jnp.maximum(count, 1.0)
-    mean = group_sum(w * x, group_ids, num_groups) / safe
-    var = group_sum(w * (x - mean) ** 2, group_ids, num_groups) / safe
-    return mean, jnp.sqrt(var), count
+    mean = group_sum(w * x, group_ids, num_groups) / jnp.maximum(count, 1.0)
+    var = group_sum(w * (x - mean) ** 2, group_ids, num_groups) / jnp.maximum(count - ddof, 1.0)
+    return mean, jnp.where(count > ddof, jnp.sqrt(var), 0.0), count
 
 
 @ADVANTAGES.register("grpo")
 def grpo_advantages(
     rewards: jax.Array, lengths: jax.Array, correct: jax.Array, group_ids: jax.Array, num_groups: int, eps: float
 ) -> jax.Array:
-    """GRPO: A_i = (r_i - mean_j r_j) / (std_j r_j + eps) within the group."""
-    mean, std, _ = group_mean_std(rewards, group_ids, num_groups)
+    """GRPO: A_i = (r_i - mean_j r_j) / (std_j r_j + eps) within the group, std the sample std (ddof=1);
+    a group of one has mean 0 and std 1 (verl's convention)."""
+    mean, std, count = group_mean_std(rewards, group_ids, num_groups, ddof=1)
+    single = count < 2
+    mean, std = jnp.where(single, 0.0, mean), jnp.where(single, 1.0, std)
     return (rewards - mean) / (std + eps)
 
 

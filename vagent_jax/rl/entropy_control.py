@@ -1,9 +1,10 @@
 """Entropy control: the Skywork-OR1 adaptive entropy-bonus coefficient, and the token selections that
 the policy loss uses for Clip-Cov / KL-Cov (Cui et al.) and high-entropy token training ("80/20").
 
-Selections are made over the valid tokens of one call (a micro-batch), from detached values, as
-ALGORITHMS.md states; counts use floor/ceil of fraction * N with a 1e-6 relative slack so that e.g.
-0.2 * 10 counts as exactly 2 despite float rounding.
+Selections are made over the valid tokens of the arrays passed in, from detached values; the RL step
+passes the whole update batch (every micro-batch at once), so micro-batching never changes a selection
+(docs/algorithms.md, "Entropy control"). Counts use floor/ceil of fraction * N with a 1e-6 relative slack
+so that e.g. 0.2 * 10 counts as exactly 2 despite float rounding.
 """
 from __future__ import annotations
 
@@ -98,23 +99,32 @@ def top_fraction_mask(score: jax.Array, valid: jax.Array, frac: float) -> jax.Ar
 
 
 def kl_cov_mask(cov: jax.Array, valid: jax.Array, k: float) -> jax.Array:
-    """Bool [B, T]: KL-Cov's floor(k * N) valid tokens with the largest covariance Cov_i."""
+    """Bool [B, T]: KL-Cov's max(1, floor(k * N)) valid tokens with the largest covariance Cov_i (none if N = 0).
+
+    The floor of 1 keeps the penalty alive on small batches (k = 2e-3 and N < 500 would select nothing
+    and leave an unclipped loss with no penalty); verl's kl_cov selects at least one token the same way.
+    """
     valid = valid.astype(bool)
     n = valid.sum().astype(jnp.float32)
-    count = jnp.floor(k * n * (1.0 + _SLACK))
+    count = jnp.maximum(1.0, jnp.floor(k * n * (1.0 + _SLACK)))
     return valid & (_descending_rank(cov, valid) < count)
 
 
 def clip_cov_mask(
-    cov: jax.Array, valid: jax.Array, key: jax.Array, ratio: float, w_low: float, w_high: float
+    cov: jax.Array, valid: jax.Array, key: jax.Array, ratio: float, w_low: float, w_high: float,
+    clipped: jax.Array | None = None,
 ) -> jax.Array:
     """Bool [B, T]: Clip-Cov's tokens to detach.
 
-    Candidates are valid tokens with w_low < Cov_i < w_high; max(1, floor(ratio * N)) of them (all, if
-    fewer) are picked uniformly at random with `key` (N = #valid tokens).
+    Candidates are valid tokens with w_low < Cov_i < w_high that PPO's clip has not already cut off
+    (`clipped`, bool [B, T]: their gradient is zero anyway, as the reference excludes them);
+    max(1, floor(ratio * N)) of them (all, if fewer) are picked uniformly at random with `key`
+    (N = #valid tokens).
     """
     valid = valid.astype(bool)
     cand = valid & (cov > w_low) & (cov < w_high)
+    if clipped is not None:
+        cand = cand & ~clipped.astype(bool)
     n = valid.sum().astype(jnp.float32)
     count = jnp.maximum(1.0, jnp.floor(ratio * n * (1.0 + _SLACK)))
     priority = jax.random.uniform(key, cov.shape)

@@ -1,16 +1,17 @@
 """The one policy-gradient loss of the RL step; every algorithm variant is an option of
-`PolicyLossConfig` (formulas: ALGORITHMS.md), never a copy of the loss.
+`PolicyLossConfig` (formulas: docs/algorithms.md), never a copy of the loss.
 
 The loss leaves as (loss_sum, denominator) and every metric as (sum, count): add them across
 micro-batches and hosts, then divide once. Token-, sequence-mean- and Dr.GRPO-aggregation add exactly
-when micro-batches hold whole sequences. Selections (Clip-Cov, KL-Cov, high-entropy tokens) and the
-covariance are computed per call, i.e. per micro-batch, as ALGORITHMS.md defines them.
+when micro-batches hold whole sequences. Token selections (Clip-Cov, KL-Cov, high-entropy tokens) are a
+`Selections` pytree made by `select_tokens` over a whole update batch and passed in; without it, the
+call selects over its own inputs (the same thing when the call sees the whole batch).
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -95,6 +96,52 @@ def _check_shapes(logp, old_logp, advantages, mask, **optional) -> None:
         raise ValueError(f"advantages must be [B] = {logp.shape[:1]}, got shape {advantages.shape}")
 
 
+class Selections(NamedTuple):
+    """Token selections of one update batch, all [B, T] and detached.
+
+    cov: Cov_i of log-prob and advantage (0 on invalid tokens); detached: Clip-Cov picks (zero loss);
+    kl_cov: KL-Cov picks (penalised); kept: 1.0 on tokens the high-entropy selection keeps (all valid
+    tokens when it is off).
+    """
+
+    cov: jax.Array
+    detached: jax.Array
+    kl_cov: jax.Array
+    kept: jax.Array
+
+
+def needs_selections(cfg: PolicyLossConfig) -> bool:
+    """True when the loss selects tokens across the batch (Clip-Cov, KL-Cov or high-entropy tokens)."""
+    return cfg.covariance != "none" or cfg.entropy_top_frac < 1
+
+
+def select_tokens(cfg: PolicyLossConfig, logp: jax.Array, old_logp: jax.Array, advantages: jax.Array,
+                  mask: jax.Array, entropy: jax.Array | None = None, key: jax.Array | None = None) -> Selections:
+    """The batch's `Selections` from detached log-probs [B, T], old log-probs [B, T], advantages [B], the
+    loss mask and entropy [B, T]; Clip-Cov candidates exclude tokens PPO's clip already cut off."""
+    valid = mask > 0
+    lp = jax.lax.stop_gradient(jnp.where(valid, logp, 0.0))
+    old = jax.lax.stop_gradient(jnp.where(valid, old_logp, 0.0))
+    cov = ec.token_covariance(lp, advantages, valid)
+    none = jnp.zeros(valid.shape, bool)
+    detached = kl_cov = none
+    if cfg.covariance == "clip_cov":
+        if key is None:
+            raise ValueError("covariance 'clip_cov' needs a PRNG key (random pick of the tokens to detach)")
+        ratio, adv = jnp.exp(lp - old), jnp.asarray(advantages, jnp.float32)[:, None]
+        clipped = ((ratio < 1.0 - cfg.eps_low) & (adv < 0)) | ((ratio > 1.0 + cfg.eps_high) & (adv > 0))
+        detached = ec.clip_cov_mask(cov, valid, key, cfg.clip_cov_ratio, cfg.clip_cov_low, cfg.clip_cov_high,
+                                    clipped=clipped)
+    elif cfg.covariance == "kl_cov":
+        kl_cov = ec.kl_cov_mask(cov, valid, cfg.kl_cov_k)
+    kept = valid.astype(jnp.float32)
+    if cfg.entropy_top_frac < 1:
+        if entropy is None:
+            raise ValueError("entropy [B, T] is required by entropy_top_frac < 1")
+        kept = ec.top_fraction_mask(jax.lax.stop_gradient(entropy), valid, cfg.entropy_top_frac).astype(jnp.float32)
+    return Selections(cov, detached, kl_cov, kept)
+
+
 def _pg_token_loss(cfg, log_ratio, logp, adv, m, kl_cov_sel):
     """Per-token policy-gradient loss [B, T] and (clip_low, clip_high) indicator masks."""
     ratio = jnp.exp(log_ratio)
@@ -142,6 +189,7 @@ def policy_loss(
     key: jax.Array | None = None,
     entropy_coef: jax.Array | float = 0.0,
     max_len: int | None = None,
+    selections: Selections | None = None,
 ) -> tuple[jax.Array, jax.Array, dict[str, Pair]]:
     """RL policy loss as (loss_sum, denominator, metrics); the loss is loss_sum / denominator.
 
@@ -154,6 +202,8 @@ def policy_loss(
     #sequences (sequences with no counted token are left out of #sequences).
     High-entropy selection (entropy_top_frac < 1) drops all but the top fraction of valid tokens by
     entropy from every term, and the denominator (token counts) counts only the kept tokens.
+    selections: the update batch's `select_tokens` result for these rows (the RL step passes it when it
+    splits the batch into micro-batches); None selects over this call's own tokens.
 
     Shapes: logp, old_logp, mask, rollout_logp, ref_logp, entropy [B, T]; advantages [B]. mask is 1 on
     policy-generated tokens only. entropy_coef may be traced (the adaptive controller drives it).
@@ -170,7 +220,7 @@ def policy_loss(
         raise ValueError(f"mismatch '{cfg.mismatch}' needs rollout_logp [B, T] from the sampler")
     if cfg.kl != "none" and ref_logp is None:
         raise ValueError(f"kl '{cfg.kl}' needs ref_logp [B, T] from the reference policy")
-    if cfg.covariance == "clip_cov" and key is None:
+    if cfg.covariance == "clip_cov" and key is None and selections is None:
         raise ValueError("covariance 'clip_cov' needs a PRNG key (random pick of the tokens to detach)")
     no_bonus = isinstance(entropy_coef, (int, float)) and entropy_coef == 0
     if entropy is None and (cfg.entropy_top_frac < 1 or not no_bonus):
@@ -184,17 +234,17 @@ def policy_loss(
     adv = advantages[:, None]
     n_valid = m.sum()
 
-    cov = ec.token_covariance(lp, advantages, valid)
-    kl_cov_sel = ec.kl_cov_mask(cov, valid, cfg.kl_cov_k) if cfg.covariance == "kl_cov" else None
+    if selections is None:
+        selections = select_tokens(cfg, logp, old_logp, advantages, mask, entropy, key)
+    cov, detached, kl_cov_sel, kept = selections
     pg, clip_low, clip_high = _pg_token_loss(cfg, log_ratio, lp, adv, m, kl_cov_sel)
     metrics: dict[str, Pair] = {}
 
     if cfg.covariance == "clip_cov":
-        detached = ec.clip_cov_mask(cov, valid, key, cfg.clip_cov_ratio, cfg.clip_cov_low, cfg.clip_cov_high)
         pg = jnp.where(detached, 0.0, pg)
-        metrics["frac_detached"] = (detached.sum().astype(jnp.float32), n_valid)
+        metrics["frac_detached"] = ((m * detached).sum(), n_valid)
     elif cfg.covariance == "kl_cov":
-        metrics["frac_detached"] = (kl_cov_sel.sum().astype(jnp.float32), n_valid)
+        metrics["frac_detached"] = ((m * kl_cov_sel).sum(), n_valid)
 
     if cfg.mismatch != "none":
         w_mis = mismatch_weights(old_logp, rollout_logp, mask, cfg.mismatch, cfg.mismatch_cap)
@@ -204,9 +254,8 @@ def policy_loss(
         else:
             metrics["frac_masked"] = ((m * (w_mis == 0)).sum(), n_valid)
 
-    kept = m
+    kept = m * kept
     if cfg.entropy_top_frac < 1:
-        kept = ec.top_fraction_mask(entropy, valid, cfg.entropy_top_frac).astype(jnp.float32)
         metrics["frac_kept"] = (kept.sum(), n_valid)
 
     total = pg

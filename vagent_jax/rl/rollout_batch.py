@@ -3,6 +3,8 @@ advantages, and fixed-shape padded arrays (one compiled update program whatever 
 
 Groups are G consecutive rollouts of one task. Rewards: the verifier's reward, optionally replaced by
 GRPO-LEAD's length-dependent reward, plus DAPO's soft overlong punishment on the generated length.
+Lengths are generated tokens (every policy turn of a trajectory, never prompt or tool observations),
+measured against one L_max: the run's limit on generated tokens (docs/algorithms.md, "DAPO").
 Padding rows carry loss_mask 0 and advantage 0, so under any aggregation they add nothing.
 """
 from __future__ import annotations
@@ -23,21 +25,26 @@ class RewardShapingConfig:
     """Reward shaping before advantages (config section `rewards`)."""
 
     lead_length_reward: bool = False  # GRPO-LEAD: exp(-alpha z) for correct, -1 for incorrect
-    overlong_cache_len: int = 0  # DAPO soft punishment buffer L_cache (0 = off)
-    overlong_max_len: int = 0  # DAPO L_max on generated tokens (0 = the engine's max_len)
+    overlong_cache_len: int = 0  # DAPO soft punishment buffer L_cache (0 = off); L_max is rl.max_response_tokens
     overlong_factor: float = 1.0
     overlong_filter: bool = False  # mask the loss of truncated responses
 
     def validate(self) -> None:
         """Ranges; errors name the key."""
-        require(self.overlong_cache_len >= 0, "rewards.overlong_cache_len", f"must be >= 0, got {self.overlong_cache_len}")
-        require(self.overlong_max_len >= 0, "rewards.overlong_max_len", f"must be >= 0, got {self.overlong_max_len}")
-        require(self.overlong_factor >= 0, "rewards.overlong_factor", f"must be >= 0, got {self.overlong_factor}")
+        require(self.overlong_cache_len >= 0, "overlong_cache_len", f"must be >= 0, got {self.overlong_cache_len}")
+        require(self.overlong_factor >= 0, "overlong_factor", f"must be >= 0, got {self.overlong_factor}")
+
+
+def generation_budget(max_new_tokens: int, max_turns: int, max_len: int) -> int:
+    """The most tokens a trajectory may generate: max_new_tokens per assistant turn times the environment's
+    max_turns, at most the cache length max_len (the default L_max)."""
+    return min(max_new_tokens * max_turns, max_len)
 
 
 def shaped_rewards(reward: np.ndarray, correct: np.ndarray, lengths: np.ndarray, group_size: int,
-                   cfg: RewardShapingConfig, max_len: int) -> np.ndarray:
-    """Per-rollout rewards [N] (N = n_groups * group_size) after LEAD and overlong shaping."""
+                   cfg: RewardShapingConfig, l_max: int) -> np.ndarray:
+    """Per-rollout rewards [N] (N = n_groups * group_size) after LEAD and overlong shaping; lengths are
+    generated tokens and l_max the limit on them (L_max)."""
     n = reward.shape[0]
     if n % group_size:
         raise ValueError(f"{n} rollouts do not split into groups of {group_size}")
@@ -46,15 +53,25 @@ def shaped_rewards(reward: np.ndarray, correct: np.ndarray, lengths: np.ndarray,
     if cfg.lead_length_reward:
         r = lead_length_reward(lengths, correct, ids)
     if cfg.overlong_cache_len > 0:
-        l_max = cfg.overlong_max_len or max_len
         r = r + soft_overlong_punishment(lengths, l_max, min(cfg.overlong_cache_len, l_max), cfg.overlong_factor)
     return np.asarray(r, np.float32)
 
 
-def keep_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
-    """DAPO dynamic sampling per group [n_groups]: True where the group's rewards are not all equal."""
-    ids = jnp.repeat(jnp.arange(rewards.shape[0] // group_size), group_size)
-    return np.asarray(dynamic_sampling_keep(jnp.asarray(rewards), ids))[::group_size]
+def keep_groups(correct: np.ndarray, group_size: int) -> np.ndarray:
+    """DAPO dynamic sampling per group [n_groups]: True iff 0 < #correct < G, on the verifier's verdict
+    (correct [N] bool), so a length penalty never turns an all-correct group into a kept one."""
+    ok = np.asarray(correct, bool)
+    ids = jnp.repeat(jnp.arange(ok.shape[0] // group_size), group_size)
+    return np.asarray(dynamic_sampling_keep(jnp.asarray(ok, jnp.float32), ids, correct=jnp.asarray(ok)))[::group_size]
+
+
+def loss_rows_kept(truncated: np.ndarray, lengths: np.ndarray, l_max: int, overlong_filter: bool) -> np.ndarray:
+    """bool [N]: rows whose loss counts. DAPO overlong filtering drops a response that was cut off
+    (`truncated`) or generated more than l_max tokens; without filtering every row counts."""
+    truncated = np.asarray(truncated, bool)
+    if not overlong_filter:
+        return np.ones(truncated.shape, bool)
+    return ~(truncated | (np.asarray(lengths) > l_max))
 
 
 def group_advantages(name: str, rewards: np.ndarray, lengths: np.ndarray, correct: np.ndarray,
@@ -65,12 +82,12 @@ def group_advantages(name: str, rewards: np.ndarray, lengths: np.ndarray, correc
     return np.asarray(adv, np.float32)
 
 
-def update_batch(trajectories: Sequence[Any], advantages: np.ndarray, truncated: np.ndarray, rows: int,
-                 seq_len: int, pad_id: int, overlong_filter: bool) -> dict[str, np.ndarray]:
+def update_batch(trajectories: Sequence[Any], advantages: np.ndarray, keep_rows: np.ndarray, rows: int,
+                 seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
     """Fixed-shape update arrays [rows, seq_len] (+ advantages [rows]) from engine Trajectories.
 
     loss_mask is the trajectory's gen_mask (policy tokens only; prompt and tool observations 0), zeroed
-    for truncated rows under overlong filtering. rollout_logp is pi_rollout of ALGORITHMS.md: the
+    for rows where keep_rows [N] is False (overlong filtering, `loss_rows_kept`). rollout_logp is pi_rollout of ALGORITHMS.md: the
     log-prob under the distribution the token was actually drawn from (the engine's sample_logprob:
     tempered, top-k/top-p/min-p truncated, in the sampler's dtype), so the mismatch metrics and the
     TIS/MIS weights pi_old / pi_rollout see truncation as well as numerics. At temperature 1 with no
@@ -91,7 +108,7 @@ def update_batch(trajectories: Sequence[Any], advantages: np.ndarray, truncated:
         loss_mask[i, :L] = tr.gen_mask
         rollout_logp[i, :L] = tr.sample_logprob
         adv[i] = advantages[i]
-        if overlong_filter and truncated[i]:
+        if not keep_rows[i]:
             loss_mask[i] = 0.0
     positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (rows, seq_len)).copy()
     return {"tokens": tokens, "positions": positions, "loss_mask": loss_mask, "advantages": adv,

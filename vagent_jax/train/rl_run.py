@@ -3,9 +3,16 @@ the decode engine and the environment workers, shape rewards, drop zero-signal g
 (DAPO dynamic sampling, capped rounds), compute group advantages, update (on-policy: one update per
 batch by default), log, checkpoint. The engine decodes with the train state's own device params (no copy).
 
-Exact resume: the step's rollout seed and update key are fold_in(seed, step); rollouts run in lockstep
-with the environment by default (`rollout_lockstep`), so their result does not depend on worker timing;
-the checkpoint holds params, optimizer state, step, the iterator position and the entropy controller.
+The training signal follows docs/algorithms.md: every training log-prob and entropy is taken at the
+rollout temperature; dynamic sampling keeps a group iff 0 < #correct < G (on the verifier's verdict, not
+on the shaped reward); L_max (`max_response_tokens`, default the generation budget) bounds generated
+tokens in overlong shaping, overlong filtering and Dr. GRPO's constant alike.
+
+Exact resume: the step's sampling seed is seed * 1_000_003 + step (each trajectory's noise stream is then
+keyed by its index among the step's rollouts) and its update key fold_in(key(seed), step); rollouts run
+in lockstep with the environment by default (`rollout_lockstep`), so their result does not depend on
+worker timing; the checkpoint holds params, optimizer state, step, the iterator position, the entropy
+controller and the curriculum.
 
 Multi-host (train/multihost.py): each process draws its own shards' prompts (ShardedTaskIterator), rolls
 them out with its own engine (a local copy of the params) and env pool, numbering requests by their
@@ -27,14 +34,14 @@ import numpy as np
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import require
 from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, train_tasks
-from vagent_jax.envs import EnvWorkerPool
+from vagent_jax.envs import EnvWorkerPool, get_env
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.rl.advantages import ADVANTAGES
 from vagent_jax.rl.curriculum import Curriculum, CurriculumConfig
 from vagent_jax.rl.entropy_control import AdaptiveEntropyConfig, entropy_bonus_coef, update_entropy_coef
 from vagent_jax.rl.policy_loss import PolicyLossConfig
-from vagent_jax.rl.rollout_batch import (RewardShapingConfig, group_advantages, keep_groups, minibatch_slices,
-                                         shaped_rewards, update_batch)
+from vagent_jax.rl.rollout_batch import (RewardShapingConfig, generation_budget, group_advantages, keep_groups,
+                                         loss_rows_kept, minibatch_slices, shaped_rewards, update_batch)
 from vagent_jax.rollout import RolloutRunner
 from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
 from vagent_jax.sharding import MeshConfig
@@ -46,6 +53,7 @@ from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, read_policy_meta, write_policy_meta
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 from vagent_jax.train.rollout_metrics import rollout_metrics
+from vagent_jax.train.step_metrics import reduce_step_metrics
 from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, save_on_interrupt
 from vagent_jax.train.train_state import train_state_from_params
 
@@ -66,6 +74,12 @@ class RLConfig:
     advantage: str = "dapo"
     loss: PolicyLossConfig = PolicyLossConfig()
     rewards: RewardShapingConfig = RewardShapingConfig()
+    # L_max on GENERATED tokens (all turns of a trajectory): overlong shaping and filtering, Dr. GRPO's
+    # constant. 0 = the generation budget, engine.max_new_tokens x the env's max_turns, at most engine.max_len
+    max_response_tokens: int = 0
+    # top_k / top_p / min_p make the sampler draw from a truncated distribution the trainer does not score:
+    # allowed only with a correction (loss.mismatch) or when this opt-out is set
+    allow_truncated_sampling: bool = False
     curriculum: CurriculumConfig = CurriculumConfig()
     entropy_coef: float = 0.0  # fixed entropy bonus (ignored when adaptive_entropy)
     adaptive_entropy: bool = False
@@ -99,10 +113,16 @@ class RLConfig:
                 f"{rows} rows (prompts_per_step x group_size) do not split into updates_per_batch x micro_batches "
                 f"= {self.updates_per_batch} x {self.micro_batches}")
         require(self.entropy_coef >= 0, "entropy_coef", f"must be >= 0, got {self.entropy_coef}")
-        self.loss.validate()
-        self.rewards.validate()
-        self.curriculum.validate()
-        self.entropy_control.validate()
+        require(self.max_response_tokens >= 0, "max_response_tokens", f"must be >= 0, got {self.max_response_tokens}")
+        s = self.engine.sampling
+        require(s.temperature > 0, "engine.sampling.temperature",
+                f"RL samples and scores tokens at temperature T > 0, got {s.temperature} (0 = greedy)")
+        truncating = [f"{k}={getattr(s, k)}" for k, off in (("top_k", 0), ("top_p", 1.0), ("min_p", 0.0))
+                      if getattr(s, k) != off]
+        require(not truncating or self.loss.mismatch != "none" or self.allow_truncated_sampling,
+                "engine.sampling", f"{', '.join(truncating)} truncates the sampling distribution, which the trainer "
+                "does not score (a sampler-trainer mismatch): set loss.mismatch (tis, mis, seq_mis, ...) to correct "
+                "it, or allow_truncated_sampling=true to accept it")
 
 
 class RLTrainer:
@@ -139,9 +159,13 @@ class RLTrainer:
         self.guard = BadStepGuard(cfg.max_bad_steps, streak)
         self.last_scalars: dict[str, float] = {}
         self.rows = cfg.prompts_per_step * cfg.group_size
+        env_turns = get_env(cfg.tasks.env).max_turns
+        self.l_max = cfg.max_response_tokens or generation_budget(cfg.engine.max_new_tokens, env_turns,
+                                                                  cfg.engine.max_len)
+        temperature = cfg.engine.sampling.temperature
         self.rl_step = make_rl_step(self.model, cfg.optimizer, cfg.loss, self.mesh, cfg.micro_batches,
-                                    max_len=cfg.engine.max_len)
-        self.logprobs = (make_compute_logprobs(self.model, self.mesh, cfg.micro_batches)
+                                    max_len=self.l_max, temperature=temperature)
+        self.logprobs = (make_compute_logprobs(self.model, self.mesh, cfg.micro_batches, temperature=temperature)
                          if cfg.updates_per_batch > 1 else None)
         self.stop_ids = stop_token_ids(self.template, self.tok)
         self.key = jax.random.key(cfg.seed)
@@ -190,11 +214,11 @@ class RLTrainer:
             env_wait = max(w for _, w in parts)
             rounds += 1
             every += results
-            r = shaped_rewards(np.asarray([x.reward.reward for x in results], np.float32),
-                               np.asarray([x.reward.correct for x in results]),
+            correct = np.asarray([x.reward.correct for x in results])
+            r = shaped_rewards(np.asarray([x.reward.reward for x in results], np.float32), correct,
                                np.asarray([x.trajectory.num_generated for x in results], np.float32),
-                               G, cfg.rewards, cfg.engine.max_len)
-            keep = keep_groups(r, G) if cfg.dynamic_sampling else np.ones(len(results) // G, bool)
+                               G, cfg.rewards, self.l_max)
+            keep = keep_groups(correct, G) if cfg.dynamic_sampling else np.ones(len(results) // G, bool)
             dropped += int((~keep).sum())
             for g in np.flatnonzero(keep):
                 kept.append(results[g * G:(g + 1) * G])
@@ -213,24 +237,23 @@ class RLTrainer:
         lengths = np.asarray([x.trajectory.num_generated for x in results], np.float32)
         correct = np.asarray([x.reward.correct for x in results])
         adv = group_advantages(cfg.advantage, rewards, lengths, correct, G)
-        truncated = np.asarray([x.truncated for x in results])
-        batch = update_batch([x.trajectory for x in results], adv, truncated, self.rows, cfg.engine.max_len,
-                             self.tok.pad_id or 0, cfg.rewards.overlong_filter)
+        keep_rows = loss_rows_kept(np.asarray([x.truncated for x in results]), lengths, self.l_max,
+                                   cfg.rewards.overlong_filter)
+        batch = update_batch([x.trajectory for x in results], adv, keep_rows, self.rows, cfg.engine.max_len,
+                             self.tok.pad_id or 0)
         if self.logprobs is not None:
             batch["old_logp"] = to_host(self.logprobs(self.state.params, batch)[0])
         key = jax.random.fold_in(self.key, step)
         parts = minibatch_slices(self.rows, cfg.updates_per_batch, len(results))  # no update on padding alone
-        sums: dict[str, float] = {}
+        outs = []
         for u, rows in enumerate(parts):
             part = {k: v[rows] for k, v in batch.items()}
             self.state, m = self.rl_step(self.state, part, jax.random.fold_in(key, u), entropy_coef, self.ref_params)
-            for k, v in jax.device_get(m).items():  # tokens: the total; max ratio: the max; others: the mean
-                if k == "mismatch_max_ratio":
-                    sums[k] = max(sums.get(k, 0.0), float(v))
-                else:
-                    sums[k] = sums.get(k, 0.0) + float(v) / (1 if k == "tokens" else len(parts))
-        sums["advantage_abs_mean"] = float(np.abs(adv).mean()) if adv.size else 0.0
-        return sums
+            outs.append(m)
+        metrics = reduce_step_metrics(outs)  # exact over updates: sums / counts, maxima, totals
+        metrics["advantage_abs_mean"] = float(np.abs(adv).mean()) if adv.size else 0.0
+        metrics["filtered_overlong"] = float((~keep_rows).sum())
+        return metrics
 
     def run(self) -> dict[str, Any]:
         """The loop; returns the summary (also written to out_dir/summary.json)."""
