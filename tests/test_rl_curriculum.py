@@ -35,4 +35,4 @@ def test_disabled_curriculum_never_promotes() -> None:
                                        ({"window": 0}, "curriculum.window")])
 def test_bad_config_names_the_key(data: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
-        from_dict(CurriculumConfig, data)
+        from_dict(CurriculumConfig, data, prefix="curriculum")

@@ -250,12 +250,12 @@ def test_bad_input_names_the_culprit(params):
         eng.resume("nope", [4])
     with pytest.raises(ValueError, match="unknown request"):
         eng.finish("nope")
-    bad = [(dict(batch_slots=0), "engine.batch_slots"), (dict(max_len=1), "engine.max_len"),
-           (dict(max_new_tokens=32), "engine.max_new_tokens"), (dict(chunk_steps=0), "engine.chunk_steps"),
-           (dict(min_prefill_bucket=0), "engine.min_prefill_bucket"), (dict(deepconf_window=0), "engine.deepconf_window"),
-           (dict(min_kv_bucket=0), "engine.min_kv_bucket"),
-           (dict(impl="cuda"), "engine.impl"), (dict(cache_dtype="int8"), "engine.cache_dtype"),
-           (dict(sampling=SamplingConfig(temperature=-1.0)), "temperature")]
+    bad = [(dict(batch_slots=0), "'batch_slots'"), (dict(max_len=1), "'max_len'"),
+           (dict(max_new_tokens=32), "'max_new_tokens'"), (dict(chunk_steps=0), "'chunk_steps'"),
+           (dict(min_prefill_bucket=0), "'min_prefill_bucket'"), (dict(deepconf_window=0), "'deepconf_window'"),
+           (dict(min_kv_bucket=0), "'min_kv_bucket'"),
+           (dict(impl="cuda"), "'impl'"), (dict(cache_dtype="int8"), "'cache_dtype'"),
+           (dict(sampling=SamplingConfig(temperature=-1.0)), "'sampling.temperature'")]
     for kw, key in bad:
         with pytest.raises((ConfigError, ValueError), match=key):
             make_engine(params, **kw)

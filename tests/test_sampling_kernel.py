@@ -249,7 +249,7 @@ def test_sampling_config_validation():
             SamplingConfig(**kwargs).validate()
     with pytest.raises(ConfigError, match="'top_k'"):
         SamplingConfig(top_k=101).validate(vocab_size=100)
-    with pytest.raises(ConfigError, match="'top_p'"):
+    with pytest.raises(ConfigError, match="'sampling.top_p'"):
         from_dict(SamplingConfig, {"top_p": 2.0}, prefix="sampling")
 
 

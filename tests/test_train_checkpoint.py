@@ -102,7 +102,7 @@ def test_save_interval_skips_steps_unless_forced(tmp_path: Path) -> None:
 def test_bad_inputs_name_the_fault(tmp_path: Path) -> None:
     state = _state(3)
     with pytest.raises(ConfigError, match="checkpoint.keep_last"):
-        from_dict(CheckpointOptions, {"keep_last": 0})
+        from_dict(CheckpointOptions, {"keep_last": 0}, prefix="checkpoint")
     with pytest.raises(ConfigError, match="best_mode"):
         from_dict(CheckpointOptions, {"best_mode": "median"})
     with Checkpointer(tmp_path / "a", CheckpointOptions(best_metric="reward")) as ck:

@@ -24,7 +24,7 @@ from vagent_jax.aot_inputs import (abstract_decode_state, abstract_key, abstract
                                    per_device_bytes)
 from vagent_jax.aot_report import (CompileReport, ProgramReport, decode_model_flops, logprob_model_flops,
                                    train_model_flops)
-from vagent_jax.config import ConfigError, from_dict, load_config, merge_overrides, require, to_dict
+from vagent_jax.config import ConfigError, config_scope, from_dict, load_config, merge_overrides, require, to_dict
 from vagent_jax.models.config import PRESETS, ModelConfig, from_hf_config
 from vagent_jax.sharding import MESH_AXES, MeshConfig
 from vagent_jax.tpu_topology import GiB, Topology, parse_topology, topology_devices
@@ -86,7 +86,8 @@ def resolve_model(cfg: SFTConfig | RLConfig, preset: str | None,
     if model_overrides:
         model = from_dict(ModelConfig, merge_overrides(to_dict(model), list(model_overrides)), prefix="model.")
         source += " + " + " ".join(f"model.{o}" for o in model_overrides)
-    model.validate()
+    with config_scope("model"):
+        model.validate()
     return model, source
 
 
@@ -107,7 +108,8 @@ def check_shapes(cfg: SFTConfig | RLConfig, model: ModelConfig, mesh_shape: tupl
             f"micro-batch of {per_micro} rows (prompts_per_step x group_size = {rows} / updates_per_batch "
             f"{cfg.updates_per_batch} / micro_batches {cfg.micro_batches}) is not divisible by data x fsdp "
             f"= {shards} devices")
-    cfg.engine.validate(model.vocab_size)
+    with config_scope("engine"):
+        cfg.engine.validate(model.vocab_size)
     require(cfg.engine.batch_slots % shards == 0, "engine.batch_slots",
             f"{cfg.engine.batch_slots} slots are not divisible by data x fsdp = {shards} devices")
     require(cfg.engine.max_len <= model.max_seq_len, "engine.max_len",

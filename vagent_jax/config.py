@@ -1,15 +1,21 @@
 """Frozen dataclass configs loaded from YAML with `key=value` overrides, validated on load.
 
-An unknown key, a wrong type or a failed `validate()` stops with a ConfigError naming the dotted key,
-so a bad recipe fails before any compile. Nested dataclasses map to nested YAML mappings.
+An unknown key, a wrong type or a failed `validate()` stops with a ConfigError naming the full dotted key
+from the root of the loaded config (`rl.engine.sampling.temperature`), so a bad recipe fails before any
+compile. Nested dataclasses map to nested YAML mappings; each is validated once, when it is built, and a
+`validate()` names keys relative to its own dataclass: the loader (and `config_scope` for checks made
+later, e.g. against the loaded model's vocabulary) prefixes the path to it. Numbers are read by the
+field's type, so `lr: 1e-7` (a string to YAML 1.1) is a float and `steps: 1e3` an int.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import yaml
 
@@ -17,7 +23,37 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or out of range; the message names the key."""
+    """A configuration value is unknown, of the wrong type, or out of range; the message names the key.
+
+    `key` (the dotted key, relative to where the error was raised) and `detail` are set for range errors
+    from `require`, so an enclosing `config_scope` can prefix the path."""
+
+    def __init__(self, message: str, key: str | None = None, detail: str | None = None,
+                 related: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.key, self.detail, self.related = key, detail, related
+
+    @classmethod
+    def at(cls, key: str, detail: str, related: tuple[str, ...] = ()) -> "ConfigError":
+        """The error for `key` (and the other keys involved, `related`): "config key 'KEY' (with ...): DETAIL"."""
+        also = f" (with {', '.join(repr(r) for r in related)})" if related else ""
+        return cls(f"config key '{key}'{also}: {detail}", key, detail, related)
+
+    def prefixed(self, prefix: str) -> "ConfigError":
+        """The same error with `prefix.` before its keys (unchanged when it has no key or prefix is empty)."""
+        if self.key is None or not prefix:
+            return self
+        return ConfigError.at(f"{prefix}.{self.key}", self.detail or "", tuple(f"{prefix}.{r}" for r in self.related))
+
+
+@contextlib.contextmanager
+def config_scope(prefix: str) -> Iterator[None]:
+    """Re-raise a keyed ConfigError from the block with `prefix.` before its key: checks of a section
+    made outside the loader (`cfg.engine.validate(vocab)`, a stage of `vagent demo`) name the full path."""
+    try:
+        yield
+    except ConfigError as e:
+        raise e.prefixed(prefix) from None
 
 
 def _type_name(tp: Any) -> str:
@@ -69,13 +105,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected a mapping for {_type_name(tp)}, got {value!r}")
         return from_dict(tp, value, prefix=key)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        number = _number(value)
+        if number is None:
             raise ConfigError(f"config key '{key}': expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        return float(number)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = _number(value)
+        if number is None or not float(number).is_integer() or not math.isfinite(number):
             raise ConfigError(f"config key '{key}': expected an integer, got {type(value).__name__} {value!r}")
-        return value
+        return int(number)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected true/false, got {type(value).__name__} {value!r}")
@@ -87,6 +125,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
     return value
+
+
+def _number(value: Any) -> int | float | None:
+    """A number written as users write it: an int or float, or a string such as '1e-7' or '3' (YAML 1.1
+    reads exponents without a dot as strings); None for anything else (bools included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -117,8 +175,8 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if callable(validate):
         try:
             validate()
-        except ConfigError:
-            raise
+        except ConfigError as e:
+            raise e.prefixed(prefix) from None
         except ValueError as e:
             raise ConfigError(f"config '{prefix or cls.__name__}': {e}") from None
     return obj
@@ -176,7 +234,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return from_dict(cls, data)
 
 
-def require(cond: bool, key: str, message: str) -> None:
-    """Raise ConfigError naming `key` unless `cond` holds (for use in `validate`)."""
+def require(cond: bool, key: str, message: str, related: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError naming `key` and the `related` keys of the same check (relative to the dataclass
+    being validated) unless `cond` holds."""
     if not cond:
-        raise ConfigError(f"config key '{key}': {message}")
+        raise ConfigError.at(key, message, related)

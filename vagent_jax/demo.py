@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vagent_jax.config import require
+from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import TaskConfig, eval_tasks
 from vagent_jax.eval.pass_rate import policy_pass_rate
 from vagent_jax.kernels.sampling import SamplingConfig
@@ -115,10 +115,14 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     sft_cfg, rl_cfg = stage_configs(cfg)
     held_out = eval_tasks(cfg.tasks)
-    sft = run_sft(sft_cfg, resume=resume)
-    sft_eval = _evaluate(cfg, Path(sft_cfg.out_dir), "sft", held_out, resume)
-    rl = run_rl(rl_cfg, resume=resume)
-    rl_eval = _evaluate(cfg, Path(rl_cfg.out_dir), "rl", held_out, resume)
+    with config_scope("sft"):  # a stage's checks name the demo's full key (sft.*, rl.*, eval_engine.*)
+        sft = run_sft(sft_cfg, resume=resume)
+    with config_scope("eval_engine"):
+        sft_eval = _evaluate(cfg, Path(sft_cfg.out_dir), "sft", held_out, resume)
+    with config_scope("rl"):
+        rl = run_rl(rl_cfg, resume=resume)
+    with config_scope("eval_engine"):
+        rl_eval = _evaluate(cfg, Path(rl_cfg.out_dir), "rl", held_out, resume)
     lift = rl_eval["pass_rate"] - sft_eval["pass_rate"]
     summary = {
         "env": cfg.tasks.env, "eval_tasks": len(held_out),

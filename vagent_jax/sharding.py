@@ -48,7 +48,7 @@ class MeshConfig:
         sizes = (self.data, self.fsdp, self.tensor)
         require(sum(s == -1 for s in sizes) <= 1, "mesh", f"at most one axis may be -1, got {sizes}")
         for name, s in zip(MESH_AXES, sizes):
-            require(s == -1 or s > 0, f"mesh.{name}", f"must be positive or -1, got {s}")
+            require(s == -1 or s > 0, name, f"must be positive or -1, got {s}")
 
     def shape(self, n_devices: int) -> tuple[int, int, int]:
         """Resolve -1 against the device count; error naming the mesh when it does not divide."""

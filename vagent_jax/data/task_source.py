@@ -53,18 +53,18 @@ class TaskConfig:
         try:
             import_env_modules(self.env_modules)
         except ImportError as e:
-            require(False, "tasks.env_modules", str(e))
-        require(self.env in env_names(), "tasks.env", f"{self.env!r} is not one of {env_names()}")
-        require(self.source in ("generated", "jsonl"), "tasks.source",
+            require(False, "env_modules", str(e))
+        require(self.env in env_names(), "env", f"{self.env!r} is not one of {env_names()}")
+        require(self.source in ("generated", "jsonl"), "source",
                 f"{self.source!r} is not one of ('generated', 'jsonl')")
         if self.source == "generated":
-            require(self.num_tasks > 0, "tasks.num_tasks", f"must be > 0, got {self.num_tasks}")
-            require(self.eval_tasks >= 0, "tasks.eval_tasks", f"must be >= 0, got {self.eval_tasks}")
-            require(self.difficulty >= 1, "tasks.difficulty", f"must be >= 1, got {self.difficulty}")
+            require(self.num_tasks > 0, "num_tasks", f"must be > 0, got {self.num_tasks}")
+            require(self.eval_tasks >= 0, "eval_tasks", f"must be >= 0, got {self.eval_tasks}")
+            require(self.difficulty >= 1, "difficulty", f"must be >= 1, got {self.difficulty}")
         else:
-            require(bool(self.path), "tasks.path", "source 'jsonl' needs a JSONL file of tasks")
-        require(0 <= self.seed < 2**32 - EVAL_SEED_OFFSET, "tasks.seed", f"out of range: {self.seed}")
-        require(self.shards >= 0, "tasks.shards", f"must be >= 0 (0 = one per process), got {self.shards}")
+            require(bool(self.path), "path", "source 'jsonl' needs a JSONL file of tasks")
+        require(0 <= self.seed < 2**32 - EVAL_SEED_OFFSET, "seed", f"out of range: {self.seed}")
+        require(self.shards >= 0, "shards", f"must be >= 0 (0 = one per process), got {self.shards}")
 
 
 @functools.lru_cache(maxsize=16)

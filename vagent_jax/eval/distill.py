@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from vagent_jax.config import require
+from vagent_jax.config import config_scope, require
 from vagent_jax.data.jsonl_tasks import write_jsonl_tasks
 from vagent_jax.data.task_source import TaskConfig, train_tasks
 from vagent_jax.eval.policy_rollouts import check_out_file, check_tasks, load_checked_policy, sample_rollouts
@@ -58,7 +58,8 @@ class DistillConfig:
         require(self.max_per_task >= 0, "max_per_task", f"must be >= 0 (0 = all), got {self.max_per_task}")
         require(0.0 <= self.min_pass_rate < self.max_pass_rate <= 1.0, "min_pass_rate",
                 f"need 0 <= min_pass_rate < max_pass_rate <= 1, got {self.min_pass_rate}, {self.max_pass_rate}")
-        self.engine.validate()
+        with config_scope("engine"):
+            self.engine.validate()
 
 
 def passing_conversations(group: Sequence[RolloutResult], *, require_format_ok: bool = True,

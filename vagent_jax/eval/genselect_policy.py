@@ -35,10 +35,10 @@ class GenSelectSettings:
 
     def validate(self) -> None:
         """Names the key at fault."""
-        require(self.candidates >= 1, "genselect.candidates", f"must be >= 1, got {self.candidates}")
-        require(self.rounds >= 1, "genselect.rounds", f"must be >= 1, got {self.rounds}")
-        require(self.max_new_tokens >= 1, "genselect.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
-        require(self.temperature >= 0, "genselect.temperature", f"must be >= 0, got {self.temperature}")
+        require(self.candidates >= 1, "candidates", f"must be >= 1, got {self.candidates}")
+        require(self.rounds >= 1, "rounds", f"must be >= 1, got {self.rounds}")
+        require(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
 
 
 def genselect_rounds(problems: Sequence[str], solutions: Sequence[Sequence[str]],

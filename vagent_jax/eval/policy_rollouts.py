@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vagent_jax.chat_template import stop_token_ids
-from vagent_jax.config import require
+from vagent_jax.config import config_scope, require
 from vagent_jax.envs import EnvWorkerPool, get_env
 from vagent_jax.envs.parsing import extract_final_answer
 from vagent_jax.eval.sample_metrics import EvalSample
@@ -44,7 +44,8 @@ def load_checked_policy(checkpoint_dir: str | Path, mesh: MeshConfig, num_device
     """The newest checkpoint of a run directory; stops naming the file when its model config differs from
     `expect_model` (when given) or the engine cache does not fit the model."""
     policy = load_policy(checkpoint_dir, run_mesh(mesh, num_devices), expect_model=expect_model)
-    engine.validate(policy.model.vocab_size)
+    with config_scope("engine"):
+        engine.validate(policy.model.vocab_size)
     require(engine.max_len <= policy.model.max_seq_len, "engine.max_len",
             f"{engine.max_len} exceeds max_seq_len {policy.model.max_seq_len} of the policy in {checkpoint_dir}")
     return policy

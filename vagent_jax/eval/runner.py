@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vagent_jax.config import require
+from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import TaskConfig, eval_tasks
 from vagent_jax.envs import get_env
 from vagent_jax.eval.genselect_policy import GenSelectSettings, PolicyJudge, genselect_rounds
@@ -60,9 +60,9 @@ class EvalConfig:
         require(not self.deepconf.online or self.deepconf.warmup < self.k, "deepconf.warmup",
                 f"online DeepConf needs warm-up traces fewer than k={self.k}, got {self.deepconf.warmup} "
                 "(or set deepconf.online=false)")
-        self.engine.validate()
-        self.deepconf.validate()
-        self.genselect.validate()
+        for name in ("engine", "deepconf", "genselect"):
+            with config_scope(name):
+                getattr(self, name).validate()
 
 
 def score_all(samples: list[list[EvalSample]], cfg: EvalConfig) -> list[dict[str, float]]:

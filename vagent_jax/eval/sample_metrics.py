@@ -46,13 +46,13 @@ class DeepConfSettings:
 
     def validate(self) -> None:
         """Names the key at fault."""
-        require(len(self.scores) > 0 and all(s in SCORE_KINDS for s in self.scores), "deepconf.scores",
+        require(len(self.scores) > 0 and all(s in SCORE_KINDS for s in self.scores), "scores",
                 f"{self.scores} must be a non-empty subset of {SCORE_KINDS}")
-        require(len(self.etas) > 0 and all(0 < e <= 100 for e in self.etas), "deepconf.etas",
+        require(len(self.etas) > 0 and all(0 < e <= 100 for e in self.etas), "etas",
                 f"every eta must be a percentage in (0, 100], got {self.etas}")
-        require(0 < self.online_eta <= 100, "deepconf.online_eta", f"must be in (0, 100], got {self.online_eta}")
-        require(self.warmup >= 1, "deepconf.warmup", f"must be >= 1, got {self.warmup}")
-        require(self.window >= 1, "deepconf.window", f"must be >= 1, got {self.window}")
+        require(0 < self.online_eta <= 100, "online_eta", f"must be in (0, 100], got {self.online_eta}")
+        require(self.warmup >= 1, "warmup", f"must be >= 1, got {self.warmup}")
+        require(self.window >= 1, "window", f"must be >= 1, got {self.window}")
 
 
 def bootstrap_interval(scores: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES,

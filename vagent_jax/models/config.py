@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from vagent_jax.config import ConfigError, require
+from vagent_jax.config import ConfigError, config_scope, require
 
 ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
@@ -140,7 +140,8 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json", **overrides:
         raise ConfigError(f"{source}: key 'mlp_bias' = true is not supported")
     cfg.update(overrides)
     out = ModelConfig(**cfg)
-    out.validate()
+    with config_scope("model"):
+        out.validate()
     return out
 
 

@@ -22,11 +22,11 @@ class CurriculumConfig:
 
     def validate(self) -> None:
         """Ranges; errors name the key."""
-        require(all(lv >= 1 for lv in self.levels), "curriculum.levels", f"levels must be >= 1, got {self.levels}")
-        require(list(self.levels) == sorted(set(self.levels)), "curriculum.levels",
+        require(all(lv >= 1 for lv in self.levels), "levels", f"levels must be >= 1, got {self.levels}")
+        require(list(self.levels) == sorted(set(self.levels)), "levels",
                 f"levels must be strictly increasing (easy to hard), got {self.levels}")
-        require(0 < self.promote_at <= 1, "curriculum.promote_at", f"must be in (0, 1], got {self.promote_at}")
-        require(self.window >= 1, "curriculum.window", f"must be >= 1, got {self.window}")
+        require(0 < self.promote_at <= 1, "promote_at", f"must be in (0, 1], got {self.promote_at}")
+        require(self.window >= 1, "window", f"must be >= 1, got {self.window}")
 
 
 class Curriculum:

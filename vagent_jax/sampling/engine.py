@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vagent_jax.config import require
+from vagent_jax.config import config_scope, require
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import dtype_of
@@ -47,19 +47,20 @@ class EngineConfig:
 
     def validate(self, vocab_size: int | None = None) -> None:
         """Reject impossible shapes, naming the key."""
-        require(self.batch_slots >= 1, "engine.batch_slots", f"must be >= 1, got {self.batch_slots}")
-        require(self.max_len >= 2, "engine.max_len", f"must be >= 2, got {self.max_len}")
-        require(1 <= self.max_new_tokens < self.max_len, "engine.max_new_tokens",
+        require(self.batch_slots >= 1, "batch_slots", f"must be >= 1, got {self.batch_slots}")
+        require(self.max_len >= 2, "max_len", f"must be >= 2, got {self.max_len}")
+        require(1 <= self.max_new_tokens < self.max_len, "max_new_tokens",
                 f"must be in [1, max_len={self.max_len}), got {self.max_new_tokens}")
-        require(self.chunk_steps >= 1, "engine.chunk_steps", f"must be >= 1, got {self.chunk_steps}")
-        require(self.min_prefill_bucket >= 1, "engine.min_prefill_bucket", f"must be >= 1, got {self.min_prefill_bucket}")
-        require(self.min_prefill_rows >= 1, "engine.min_prefill_rows", f"must be >= 1, got {self.min_prefill_rows}")
-        require(self.min_kv_bucket >= 1, "engine.min_kv_bucket", f"must be >= 1, got {self.min_kv_bucket}")
-        require(self.deepconf_window >= 1, "engine.deepconf_window", f"must be >= 1, got {self.deepconf_window}")
-        require(self.impl in ("reference", "pallas"), "engine.impl", f"must be 'reference' or 'pallas', got {self.impl!r}")
-        require(self.cache_dtype in ("auto", "float32", "bfloat16"), "engine.cache_dtype",
+        require(self.chunk_steps >= 1, "chunk_steps", f"must be >= 1, got {self.chunk_steps}")
+        require(self.min_prefill_bucket >= 1, "min_prefill_bucket", f"must be >= 1, got {self.min_prefill_bucket}")
+        require(self.min_prefill_rows >= 1, "min_prefill_rows", f"must be >= 1, got {self.min_prefill_rows}")
+        require(self.min_kv_bucket >= 1, "min_kv_bucket", f"must be >= 1, got {self.min_kv_bucket}")
+        require(self.deepconf_window >= 1, "deepconf_window", f"must be >= 1, got {self.deepconf_window}")
+        require(self.impl in ("reference", "pallas"), "impl", f"must be 'reference' or 'pallas', got {self.impl!r}")
+        require(self.cache_dtype in ("auto", "float32", "bfloat16"), "cache_dtype",
                 f"must be 'auto', 'float32' or 'bfloat16', got {self.cache_dtype!r}")
-        self.sampling.validate(vocab_size)
+        with config_scope("sampling"):
+            self.sampling.validate(vocab_size)
 
 
 @dataclasses.dataclass

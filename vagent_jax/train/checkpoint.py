@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpoint_managers import preservation_policy as ocp_preservation
 
-from vagent_jax.config import require
+from vagent_jax.config import config_scope, require
 
 _STATE, _RNG, _EXTRA = "state", "rng", "extra"
 
@@ -45,13 +45,13 @@ class CheckpointOptions:
 
     def validate(self) -> None:
         """Reject retention settings that would keep nothing or never save."""
-        require(self.keep_last >= 1, "checkpoint.keep_last", f"must be >= 1, got {self.keep_last}")
-        require(self.keep_best >= 1, "checkpoint.keep_best", f"must be >= 1, got {self.keep_best}")
-        require(self.best_mode in ("min", "max"), "checkpoint.best_mode",
+        require(self.keep_last >= 1, "keep_last", f"must be >= 1, got {self.keep_last}")
+        require(self.keep_best >= 1, "keep_best", f"must be >= 1, got {self.keep_best}")
+        require(self.best_mode in ("min", "max"), "best_mode",
                 f"must be 'min' or 'max', got {self.best_mode!r}")
-        require(self.best_metric is None or bool(self.best_metric), "checkpoint.best_metric",
+        require(self.best_metric is None or bool(self.best_metric), "best_metric",
                 "must be a metric name or null")
-        require(self.save_interval_steps >= 1, "checkpoint.save_interval_steps",
+        require(self.save_interval_steps >= 1, "save_interval_steps",
                 f"must be >= 1, got {self.save_interval_steps}")
 
 
@@ -132,7 +132,8 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, options: CheckpointOptions | None = None) -> None:
         self.options = options or CheckpointOptions()
-        self.options.validate()
+        with config_scope("checkpoint"):
+            self.options.validate()
         self.directory = Path(directory).absolute()
         opts = self.options
         policies: list[Any] = [ocp_preservation.LatestN(n=opts.keep_last)]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vagent_jax.config import require
+from vagent_jax.config import config_scope, require
 
 # Leaf names of parameters that get no weight decay (norm scales and attention biases).
 _NO_DECAY = ("attn_norm", "mlp_norm", "q_norm", "k_norm", "final_norm", "bq", "bk", "bv")
@@ -44,20 +44,20 @@ class OptimizerConfig:
 
     def validate(self) -> None:
         """Check ranges; every error names the key."""
-        require(self.lr > 0 and math.isfinite(self.lr), "optimizer.lr", f"must be > 0, got {self.lr}")
-        require(self.warmup_steps >= 0, "optimizer.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        require(self.schedule in ("cosine", "constant"), "optimizer.schedule",
+        require(self.lr > 0 and math.isfinite(self.lr), "lr", f"must be > 0, got {self.lr}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(self.schedule in ("cosine", "constant"), "schedule",
                 f"{self.schedule!r} is not one of ('cosine', 'constant')")
-        require(self.total_steps > 0, "optimizer.total_steps", f"must be > 0, got {self.total_steps}")
-        require(self.schedule != "cosine" or self.total_steps > self.warmup_steps, "optimizer.total_steps",
+        require(self.total_steps > 0, "total_steps", f"must be > 0, got {self.total_steps}")
+        require(self.schedule != "cosine" or self.total_steps > self.warmup_steps, "total_steps",
                 f"cosine needs total_steps > warmup_steps, got {self.total_steps} <= {self.warmup_steps}")
-        require(0.0 <= self.min_lr_ratio <= 1.0, "optimizer.min_lr_ratio",
+        require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio",
                 f"must be in [0, 1], got {self.min_lr_ratio}")
-        require(0.0 <= self.b1 < 1.0, "optimizer.b1", f"must be in [0, 1), got {self.b1}")
-        require(0.0 <= self.b2 < 1.0, "optimizer.b2", f"must be in [0, 1), got {self.b2}")
-        require(self.eps > 0, "optimizer.eps", f"must be > 0, got {self.eps}")
-        require(self.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        require(math.isfinite(self.grad_clip_norm), "optimizer.grad_clip_norm",
+        require(0.0 <= self.b1 < 1.0, "b1", f"must be in [0, 1), got {self.b1}")
+        require(0.0 <= self.b2 < 1.0, "b2", f"must be in [0, 1), got {self.b2}")
+        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(math.isfinite(self.grad_clip_norm), "grad_clip_norm",
                 f"must be finite, got {self.grad_clip_norm}")
 
     def lr_at(self, step: jax.Array | int) -> jax.Array:
@@ -95,7 +95,8 @@ def decay_mask(params: Any) -> Any:
 
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
     """The optax chain: clip -> Adam -> masked decoupled weight decay -> scale by -lr(count)."""
-    cfg.validate()
+    with config_scope("optimizer"):
+        cfg.validate()
     parts = []
     if cfg.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vagent_jax.chat_template import stop_token_ids
-from vagent_jax.config import require
+from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, train_tasks
 from vagent_jax.envs import EnvWorkerPool, get_env
 from vagent_jax.kernels.sampling import SamplingConfig
@@ -121,8 +121,12 @@ class RLConfig:
                       if getattr(s, k) != off]
         require(not truncating or self.loss.mismatch != "none" or self.allow_truncated_sampling,
                 "engine.sampling", f"{', '.join(truncating)} truncates the sampling distribution, which the trainer "
-                "does not score (a sampler-trainer mismatch): set loss.mismatch (tis, mis, seq_mis, ...) to correct "
-                "it, or allow_truncated_sampling=true to accept it")
+                "does not score (a sampler-trainer mismatch): set loss.mismatch (a correction such as tis or mis), "
+                "or allow_truncated_sampling=true to accept the mismatch",
+                related=("loss.mismatch", "allow_truncated_sampling"))
+        for name in ("loss", "rewards", "curriculum", "entropy_control"):
+            with config_scope(name):  # loaded sections were checked by the loader; a config built in Python too
+                getattr(self, name).validate()
 
 
 class RLTrainer:
@@ -135,7 +139,8 @@ class RLTrainer:
         self.mesh = run_mesh(cfg.mesh, cfg.num_devices)
         init = load_policy(cfg.init_from, self.mesh)
         self.model, self.tok, self.template = init.model, init.tokenizer, init.template
-        cfg.engine.validate(self.model.vocab_size)
+        with config_scope("engine"):
+            cfg.engine.validate(self.model.vocab_size)
         require(cfg.engine.max_len <= self.model.max_seq_len, "engine.max_len",
                 f"{cfg.engine.max_len} exceeds the policy's max_seq_len {self.model.max_seq_len}")
         if is_primary():
