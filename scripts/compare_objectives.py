@@ -91,7 +91,8 @@ def rl_overrides(args: argparse.Namespace) -> list[str]:
     return [*TASKS, f"tasks.num_tasks={args.tasks}", f"steps={args.steps}", f"prompts_per_step={args.prompts}",
             f"group_size={args.group_size}", "max_rounds=2", f"updates_per_batch={args.updates_per_batch}",
             "engine.batch_slots=64", "engine.max_len=192", "engine.max_new_tokens=48", "engine.chunk_steps=16",
-            f"engine.sampling.top_p={args.top_p}", f"optimizer.lr={RL_LR}", "num_devices=1", "env_workers=2",
+            f"engine.sampling.top_p={args.top_p}", "allow_truncated_sampling=true",  # the study measures the mismatch
+            f"optimizer.lr={RL_LR}", "num_devices=1", "env_workers=2",
             f"save_every={args.steps}", "checkpoint.keep_last=1"]
 
 

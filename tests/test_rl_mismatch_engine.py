@@ -63,16 +63,26 @@ def fp32(setup):
     return _measure(setup)
 
 
-def _measure(setup, *, model_dtype: str = "float32", cache_dtype: str = "float32", top_p: float = 1.0):
-    """Roll out ROWS prompts, then return (metrics dict, batch) of trainer vs rollout log-probs."""
+def _measure(setup, *, model_dtype: str = "float32", cache_dtype: str = "float32", top_p: float = 1.0,
+             temperature: float = 1.0, trainer_temperature: float | None = None, with_entropy: bool = False):
+    """Roll out ROWS prompts, then return (metrics dict, batch, trainer logp) of trainer vs rollout log-probs;
+    the trainer scores at trainer_temperature (default: the sampling temperature, as the RL step does)."""
     params, logprobs, prompts = setup
     engine_model = dataclasses.replace(CFG, dtype=model_dtype)  # params unchanged (fp32)
     ecfg = EngineConfig(batch_slots=ROWS, max_len=SEQ, max_new_tokens=NEW, chunk_steps=4, min_prefill_bucket=16,
-                        cache_dtype=cache_dtype, sampling=SamplingConfig(temperature=1.0, top_p=top_p))
+                        cache_dtype=cache_dtype, sampling=SamplingConfig(temperature=temperature, top_p=top_p))
     trajs = DecodeEngine(params, engine_model, ecfg, stop_token_ids=(), seed=3).generate(prompts)
     assert all(t.num_generated == NEW for t in trajs)
     batch = update_batch(trajs, np.zeros(ROWS, np.float32), np.ones(ROWS, bool), ROWS, SEQ, 0)
-    train_logp, _ = logprobs(params, batch)
+    t_train = temperature if trainer_temperature is None else trainer_temperature
+    if t_train != 1.0:
+        logprobs = make_compute_logprobs(CFG, make_mesh(MeshConfig(), devices=jax.devices()[:1]), temperature=t_train)
+    train_logp, train_ent = logprobs(params, batch)
+    if with_entropy:  # the engine's sampling entropy of each generated token, aligned like the logp
+        engine_ent = np.zeros((ROWS, SEQ), np.float32)
+        for i, t in enumerate(trajs):
+            engine_ent[i, :len(t.tokens)] = t.entropy
+        return engine_ent, np.asarray(train_ent), batch
     mm = mismatch_metrics(train_logp, jnp.asarray(batch["rollout_logp"]), jnp.asarray(batch["loss_mask"]))
     out = {k: float(s / c) for k, (s, c) in mm.means.items()}
     out["max_ratio"] = float(mm.maxima["max_ratio"])
@@ -85,6 +95,19 @@ def test_fp32_sampler_matches_trainer(fp32):
     assert m["abs_prob_diff"] < FP32_TOL, m
     assert abs(m["kl"]) < FP32_TOL, m
     assert abs(m["max_ratio"] - 1.0) < 1e-4, m
+
+
+def test_tempered_sampler_matches_the_tempered_trainer(setup, fp32):
+    """Issue 16.2: at T = 0.8 the trainer scores tokens at T as well, so the fp32 mismatch stays ~0; scoring
+    them at T = 1 (what the trainer did) is clearly off-policy. The sampler's entropy (the adaptive-entropy
+    controller's input) and the training entropy read the same distribution."""
+    m, _, _ = _measure(setup, temperature=0.8)
+    assert m["abs_prob_diff"] < FP32_TOL and abs(m["kl"]) < FP32_TOL and abs(m["max_ratio"] - 1.0) < 1e-4, m
+    off, _, _ = _measure(setup, temperature=0.8, trainer_temperature=1.0)
+    assert off["abs_prob_diff"] > max(CLEAR, 100 * fp32[0]["abs_prob_diff"]), off
+    engine_ent, train_ent, batch = _measure(setup, temperature=0.8, with_entropy=True)
+    mask = batch["loss_mask"] > 0
+    np.testing.assert_allclose(train_ent[mask], engine_ent[mask], rtol=1e-4, atol=1e-5)
 
 
 def test_bf16_sampler_is_clearly_off(setup, fp32):

@@ -146,3 +146,38 @@ def test_nan_streak_stops_and_keeps_last_good(policy_dir: Path, tmp_path: Path, 
 def test_bad_config_names_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         load_config(RLConfig, None, ["init_from=x", *override.split()])
+
+
+def test_dynamic_sampling_counts_correctness_and_lengths_meet_one_l_max(policy_dir: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """Issue 16.3/16.4 wiring: the dynamic-sampling filter sees the verifier's verdicts (an all-correct group
+    with one response in the overlong zone differs in shaped reward, yet carries no signal), and overlong
+    shaping and Dr. GRPO's constant use L_max = the generation budget (12 new tokens x 1 turn), not the
+    96-position cache."""
+    seen: dict[str, list] = {"keep": [], "l_max": [], "step_max_len": []}
+    real_keep, real_shape, real_step = rl_run.keep_groups, rl_run.shaped_rewards, rl_run.make_rl_step
+
+    def keep_groups(values, group_size):
+        seen["keep"].append(np.asarray(values).copy())
+        return real_keep(values, group_size)
+
+    def shaped_rewards(reward, correct, lengths, group_size, cfg, l_max):
+        seen["l_max"].append(l_max)
+        out = real_shape(reward, correct, lengths, group_size, cfg, l_max)
+        assert np.all(out[lengths > l_max - cfg.overlong_cache_len] < reward[lengths > l_max - cfg.overlong_cache_len])
+        return out
+
+    def make_rl_step(*args, **kwargs):
+        seen["step_max_len"].append(kwargs["max_len"])
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(rl_run, "keep_groups", keep_groups)
+    monkeypatch.setattr(rl_run, "shaped_rewards", shaped_rewards)
+    monkeypatch.setattr(rl_run, "make_rl_step", make_rl_step)
+    run_rl(_rl_cfg(policy_dir, tmp_path / "ds", ["steps=1", "rewards.overlong_cache_len=8", "loss.aggregation=seq_sum_const",
+                                                 "advantage=drgrpo"]))
+    assert seen["l_max"] and set(seen["l_max"]) == {12} and seen["step_max_len"] == [12]
+    assert all(v.dtype == bool for v in seen["keep"]), "the filter must count correct answers, not shaped rewards"
+    # an all-correct group is dropped whatever its length penalties
+    assert not real_keep(np.array([True] * 4 + [True, False, True, True]), 4)[0]
+    assert real_keep(np.array([True] * 4 + [True, False, True, True]), 4)[1]
