@@ -1,4 +1,4 @@
-"""Rollout/train mismatch metrics and TIS/MIS weights vs numpy from ALGORITHMS.md."""
+"""Rollout/train mismatch metrics and TIS/MIS weights vs numpy from docs/algorithms.md."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""The policy loss vs a per-token numpy loop written from ALGORITHMS.md, for every option; gradients
+"""The policy loss vs a per-token numpy loop written from docs/algorithms.md, for every option; gradients
 where the formula fixes them; micro-batch (sum, denominator) aggregation; config errors."""
 import math
 from fractions import Fraction

@@ -1,4 +1,4 @@
-"""Reward shaping and batch masks vs hand-worked values and numpy loops from ALGORITHMS.md."""
+"""Reward shaping and batch masks vs hand-worked values and numpy loops from docs/algorithms.md."""
 import numpy as np
 import pytest
 

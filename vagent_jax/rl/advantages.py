@@ -1,7 +1,7 @@
 """Group-relative advantage estimators, registered by name in `ADVANTAGES` (the only list of names).
 
 A group is the G responses sampled for one prompt. Every estimator maps one reward per response to one
-advantage per response, using only statistics of the response's own group (formulas: ALGORITHMS.md).
+advantage per response, using only statistics of the response's own group (formulas: docs/algorithms.md).
 Rewards come either as [n_groups, G] or flat [N] with integer `group_ids` in [0, N); the output is
 always flat [N] in the same order. GRPO/DAPO's std is the SAMPLE std (ddof=1, Bessel-corrected), as verl
 (torch.std) and TRL compute it; a group of one gets mean 0 and std 1 there, as in verl. Other group

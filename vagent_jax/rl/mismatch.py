@@ -1,5 +1,5 @@
 """Rollout/train mismatch: how far the sampler's token log-probs (pi_rollout) are from the trainer's
-(pi_old), and the TIS / MIS importance weights that correct for it (ALGORITHMS.md, "Rollout–train
+(pi_old), and the TIS / MIS importance weights that correct for it (docs/algorithms.md, "Rollout–train
 mismatch"). All arrays are [B, T]; `mask` is 1 on policy-generated tokens.
 """
 from __future__ import annotations

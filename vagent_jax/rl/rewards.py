@@ -1,7 +1,7 @@
 """Reward shaping and batch filters applied between the verifier and the advantage estimator.
 
 DAPO's soft overlong punishment, GRPO-LEAD's length-dependent reward for correct answers, DAPO's
-dynamic-sampling keep mask and overlong-filtering loss mask (formulas: ALGORITHMS.md). Inputs follow
+dynamic-sampling keep mask and overlong-filtering loss mask (formulas: docs/algorithms.md). Inputs follow
 `advantages.group_layout`: per-response arrays are [n_groups, G] or flat [N] with `group_ids`.
 """
 from __future__ import annotations

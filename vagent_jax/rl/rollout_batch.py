@@ -87,11 +87,11 @@ def update_batch(trajectories: Sequence[Any], advantages: np.ndarray, keep_rows:
     """Fixed-shape update arrays [rows, seq_len] (+ advantages [rows]) from engine Trajectories.
 
     loss_mask is the trajectory's gen_mask (policy tokens only; prompt and tool observations 0), zeroed
-    for rows where keep_rows [N] is False (overlong filtering, `loss_rows_kept`). rollout_logp is pi_rollout of ALGORITHMS.md: the
-    log-prob under the distribution the token was actually drawn from (the engine's sample_logprob:
-    tempered, top-k/top-p/min-p truncated, in the sampler's dtype), so the mismatch metrics and the
-    TIS/MIS weights pi_old / pi_rollout see truncation as well as numerics. At temperature 1 with no
-    truncation it equals the temperature-1 logprob.
+    for rows where keep_rows [N] is False (overlong filtering, `loss_rows_kept`). rollout_logp is
+    pi_rollout (docs/algorithms.md, "Rollout-train mismatch"): the log-prob under the distribution the
+    token was actually drawn from (the engine's sample_logprob: tempered, top-k/top-p/min-p truncated, in
+    the sampler's dtype), so the mismatch metrics and the TIS/MIS weights pi_old / pi_rollout see
+    truncation as well as numerics. Without truncation it equals the trainer's log-prob at the same T.
     """
     n = len(trajectories)
     if n > rows:
