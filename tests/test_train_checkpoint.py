@@ -89,6 +89,27 @@ def test_retention_keeps_last_n_plus_best(tmp_path: Path) -> None:
         assert ck.all_steps() == [2, 3]
 
 
+def test_listing_that_meets_a_step_deleted_by_retention_waits_and_lists_again(tmp_path: Path) -> None:
+    """The race of a listing with retention: orbax's reload stats a step directory that the async save's
+    finalisation has just deleted (FileNotFoundError). Forced here: the first reload after the save raises
+    exactly that, while the save is still in flight; the listing waits for it and returns what is on disk."""
+    state = _state(2)
+    with Checkpointer(tmp_path / "race", CheckpointOptions(keep_last=1)) as ck:
+        ck.save(1, state, jax.random.key(0))
+        ck.wait_until_finished()
+        real_reload, calls = ck._manager.reload, []
+
+        def racing_reload() -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "race" / "1"))
+            real_reload()
+
+        ck._manager.reload = racing_reload  # type: ignore[method-assign]
+        ck.save(2, state, jax.random.key(0))  # async: step 1 is deleted when it commits
+        assert ck.all_steps() == [2] and ck.latest_step() == 2 and len(calls) == 3
+
+
 def test_save_interval_skips_steps_unless_forced(tmp_path: Path) -> None:
     state = _state(2)
     with Checkpointer(tmp_path / "ck", CheckpointOptions(keep_last=10, save_interval_steps=3)) as ck:

@@ -181,9 +181,19 @@ class Checkpointer:
         })
         return bool(self._manager.save(step, args=args, metrics=metric_blob, force=force))
 
+    def _reload(self) -> None:
+        """Re-read the directory. Retention deletes old steps in the async save's finalisation, so a listing
+        can find a step gone between its directory scan and its stat: then wait for that save (and its
+        deletions) to finish and list again, which cannot race."""
+        try:
+            self._manager.reload()
+        except FileNotFoundError:
+            self._manager.wait_until_finished()
+            self._manager.reload()
+
     def all_steps(self) -> list[int]:
         """Steps with a complete checkpoint on disk (in-flight saves count once committed)."""
-        self._manager.reload()
+        self._reload()
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
@@ -193,7 +203,7 @@ class Checkpointer:
 
     def best_step(self) -> int | None:
         """The best complete step by `options.best_metric` (the latest when no metric is set)."""
-        self._manager.reload()
+        self._reload()
         return self._manager.best_step()
 
     def restore(self, step: int, abstract_state: Any) -> Restored:
