@@ -78,4 +78,5 @@ def test_wrong_token_rate_with_one_dominant_logit_is_exact():
         exact = (vocab - 1) / (np.exp(d) + vocab - 1)
         rate = _wrong_token_rate(vocab, d, rows)
         sigma = np.sqrt(exact * (1 - exact) / rows)
-        assert abs(rate - exact) < 3 * sigma, f"d={d:.2f}: wrong-token rate {rate:.6f} vs exact {exact:.2e} (sigma {sigma:.1e})"
+        assert abs(rate - exact) < 3 * sigma, \
+            f"d={d:.2f}: wrong-token rate {rate:.6f} vs exact {exact:.2e} (sigma {sigma:.1e})"

@@ -174,8 +174,8 @@ def test_dynamic_sampling_counts_correctness_and_lengths_meet_one_l_max(policy_d
     monkeypatch.setattr(rl_run, "keep_groups", keep_groups)
     monkeypatch.setattr(rl_run, "shaped_rewards", shaped_rewards)
     monkeypatch.setattr(rl_run, "make_rl_step", make_rl_step)
-    run_rl(_rl_cfg(policy_dir, tmp_path / "ds", ["steps=1", "rewards.overlong_cache_len=8", "loss.aggregation=seq_sum_const",
-                                                 "advantage=drgrpo"]))
+    run_rl(_rl_cfg(policy_dir, tmp_path / "ds", ["steps=1", "rewards.overlong_cache_len=8",
+                                                 "loss.aggregation=seq_sum_const", "advantage=drgrpo"]))
     assert seen["l_max"] and set(seen["l_max"]) == {12} and seen["step_max_len"] == [12]
     assert all(v.dtype == bool for v in seen["keep"]), "the filter must count correct answers, not shaped rewards"
     # an all-correct group is dropped whatever its length penalties

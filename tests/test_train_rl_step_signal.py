@@ -73,7 +73,8 @@ def test_logprobs_and_entropy_at_the_rollout_temperature(mesh, temperature):
     params, batch = _params(4), _batch(4)
     lp, ent = make_compute_logprobs(CFG, mesh, temperature=temperature)(params, batch)
     logits = np.asarray(forward(params, batch["tokens"], batch["positions"], cfg=CFG)[0], np.float64) / temperature
-    ref = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    top = logits.max(-1, keepdims=True)
+    ref = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))  # log softmax(z / T)
     want = ref[np.arange(B)[:, None], np.arange(T - 1)[None], batch["tokens"][:, 1:]]
     np.testing.assert_allclose(np.asarray(lp)[:, 1:], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(ent)[:, 1:], -(np.exp(ref) * ref).sum(-1)[:, :-1], rtol=1e-5, atol=1e-5)

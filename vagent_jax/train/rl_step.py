@@ -139,7 +139,7 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
     if loss_cfg.aggregation == "seq_sum_const" and (max_len is None or max_len <= 0):
         raise ValueError(f"aggregation 'seq_sum_const' needs max_len > 0 (the generation limit), got {max_len}")
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0 (the rollout temperature the tokens were drawn at), got {temperature}")
+        raise ValueError(f"temperature must be > 0 (the rollout temperature of the tokens), got {temperature}")
     tx = make_optimizer(optimizer)
     lr_fn = lr_schedule(optimizer)
     s_shard = state_shardings(model_cfg, mesh, optimizer)

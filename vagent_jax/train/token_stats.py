@@ -21,7 +21,7 @@ from vagent_jax.models.transformer import dtype_of, hidden_states, lm_head_weigh
 
 
 def _chunk_stats(h: jax.Array, w: jax.Array, targets: jax.Array, inv_t: float) -> tuple[jax.Array, jax.Array]:
-    """(logp [B, t], entropy [B, t]) of one chunk at temperature 1 / inv_t; h [B, t, D], w [D, V] in the compute dtype."""
+    """(logp [B, t], entropy [B, t]) of one chunk at temperature 1 / inv_t; h [B, t, D], w [D, V] compute dtype."""
     logits = jnp.einsum("btd,dv->btv", h, w, preferred_element_type=jnp.float32)
     if inv_t != 1.0:
         logits = logits * jnp.float32(inv_t)
@@ -86,8 +86,9 @@ def sequence_token_stats(params: Any, tokens: jax.Array, positions: jax.Array,
     """(logp, entropy, valid), all [B, T], aligned to the TARGET token.
 
     logp[b, t] = log pi(tokens[b, t] | tokens[b, <t] of its segment) and entropy[b, t] the entropy of
-    that next-token distribution, both at `temperature` (softmax(logits / T)); valid[b, t] says a prediction exists (false at t = 0 and at the first
-    token of each packed segment), and logp/entropy are 0 where it is false. This is the alignment of
+    that next-token distribution, both at `temperature` (softmax(logits / T)); valid[b, t] says a
+    prediction exists (false at t = 0 and at the first token of each packed segment), and logp/entropy
+    are 0 where it is false. This is the alignment of
     a sampler's per-token logprobs, so rollout_logp / old_logp / loss masks index the same positions.
     """
     h, _ = hidden_states(params, tokens, positions, segment_ids, cfg=cfg)
