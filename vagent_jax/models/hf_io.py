@@ -37,6 +37,7 @@ _LAYER_MAP = {
     "w_up": ("mlp.up_proj.weight", "t"),
     "w_down": ("mlp.down_proj.weight", "t"),
 }
+_FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")  # weights are cast to param_dtype on load
 _TOP_MAP = {"embed": ("model.embed_tokens.weight", "copy"), "final_norm": ("model.norm.weight", "copy"),
             "lm_head": ("lm_head.weight", "t")}
 
@@ -152,6 +153,10 @@ def load_hf_checkpoint(ckpt: str | Path, mesh: Mesh | None = None, cfg: ModelCon
         got, want = files[name].shape(name), _hf_shape(kind, shape)
         if tuple(got) != want:
             raise CheckpointError(f"{files[name].path}: tensor '{name}' has shape {list(got)}, expected {list(want)}")
+        dtype = files[name].entries[name][0]
+        if dtype.name not in _FLOAT_DTYPES:
+            raise CheckpointError(f"{files[name].path}: tensor '{name}' has dtype {dtype.name}, expected one of "
+                                  f"{', '.join(_FLOAT_DTYPES)}")
     by_leaf: dict[tuple[str, int | None], str] = {(k, i): n for n, (k, _, i, _) in expected.items()}
     axes = param_logical_axes(cfg)
     pd = dtype_of(cfg.param_dtype)
@@ -213,9 +218,10 @@ def hf_tensors(params: Params, cfg: ModelConfig, gather: Callable[[Any], np.ndar
     return out
 
 
-def save_hf_checkpoint(out_dir: str | Path, params: Params, cfg: ModelConfig,
-                       max_shard_bytes: int = 2 * 2**30) -> Path:
-    """Write config.json and safetensors shards (+ index.json when more than one) to `out_dir`."""
+def save_hf_checkpoint(out_dir: str | Path, params: Params, cfg: ModelConfig, max_shard_bytes: int = 2 * 2**30,
+                       extra_config: dict[str, Any] | None = None) -> Path:
+    """Write config.json (to_hf_config plus `extra_config`, e.g. token ids) and safetensors shards
+    (+ index.json when more than one) to `out_dir`; every process gathers, process 0 writes."""
     from jax.experimental import multihost_utils
     from safetensors.numpy import save_file
 
@@ -226,7 +232,7 @@ def save_hf_checkpoint(out_dir: str | Path, params: Params, cfg: ModelConfig,
     if jax.process_index() != 0:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_hf_config(cfg), indent=2))
+    (out / "config.json").write_text(json.dumps({**to_hf_config(cfg), **(extra_config or {})}, indent=2))
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0
     for name, arr in tensors.items():

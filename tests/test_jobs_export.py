@@ -1,0 +1,97 @@
+"""`vagent export`: a tiny random HF checkpoint (made with transformers) goes through SFT (5 steps) and RL
+(2 steps) and is exported; transformers loads the result, its fp32 logits equal ours (<= 1e-4 of the logit
+scale), and the exported tokenizer (AutoTokenizer, chat template included) gives our token ids."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hf_fixtures import make_hf_model_dir
+from vagent_jax.chat_template import render_chat
+from vagent_jax.cli import main
+from vagent_jax.config import load_config
+from vagent_jax.jobs.export import parse_size
+from vagent_jax.models.hf_io import load_hf_checkpoint
+from vagent_jax.models.transformer import forward
+from vagent_jax.sharding import MeshConfig, make_mesh
+from vagent_jax.train.policy_dir import load_policy
+from vagent_jax.train.rl_run import RLConfig, run_rl
+from vagent_jax.train.sft_run import SFTConfig, run_sft
+
+TESTS = Path(__file__).resolve().parent
+TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=32", "num_devices=1"]
+SFT = ["steps=5", "batch_size=4", "seq_len=96", "log_every=1", "save_every=100", "optimizer.lr=0.003",
+       "optimizer.total_steps=5", "optimizer.warmup_steps=0"]
+RL = ["steps=2", "prompts_per_step=2", "group_size=2", "engine.batch_slots=4", "engine.max_len=96",
+      "engine.max_new_tokens=8", "engine.chunk_steps=8", "env_workers=1", "save_every=100", "optimizer.lr=0.003",
+      "max_rounds=1", "dynamic_sampling=false"]
+CHAT = [{"role": "system", "content": "Answer with <answer>LETTER</answer>."},
+        {"role": "user", "content": "Letter: a"}, {"role": "assistant", "content": "<answer>a</answer>"}]
+TEXTS = ["Letter: ?", "hello world 123 <|im_end|>", "<tool_call>x</tool_call> <answer>b</answer>", "émoji ✓ 日本"]
+
+
+def _sft_rl_export(family: str, tmp: Path) -> tuple[Path, Path]:
+    """HF dir -> SFT (5 steps) -> RL (2 steps) -> `vagent export`; returns (RL run dir, export dir)."""
+    sys.path.insert(0, str(TESTS))
+    hf, sft, rl, out = tmp / "hf", tmp / "sft", tmp / "rl", tmp / "export"
+    make_hf_model_dir(family, hf)
+    data = f"tasks.data_dir={tmp / 'data'}"
+    run_sft(load_config(SFTConfig, None, TASKS + SFT + [data, f"init_from={hf}", f"out_dir={sft}"]))
+    run_rl(load_config(RLConfig, None, TASKS + RL + [data, f"init_from={sft}", f"out_dir={rl}"]))
+    assert main(["export", str(rl), str(out), "--max-shard-size", "60KB"]) == 0
+    return rl, out
+
+
+@pytest.mark.parametrize("family", ["qwen3", pytest.param("llama", marks=pytest.mark.slow),
+                                    pytest.param("qwen2", marks=pytest.mark.slow)])
+def test_hf_to_sft_to_rl_to_export_matches_transformers(family: str, tmp_path: Path) -> None:
+    import torch
+    import transformers
+
+    rl, out = _sft_rl_export(family, tmp_path)
+    mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
+    policy = load_policy(rl, mesh)
+    assert (out / "model.safetensors.index.json").is_file()  # 60KB shards: several files
+    cfg, exported = load_hf_checkpoint(out)
+    assert cfg == policy.model
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(policy.params), jax.tree.leaves(exported)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+    hf0 = load_hf_checkpoint(tmp_path / "hf")[1]
+    assert not np.array_equal(np.asarray(hf0["final_norm"]), np.asarray(policy.params["final_norm"]))  # trained
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(model).__name__ == json.loads((out / "config.json").read_text())["architectures"][0]
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 40))
+    with torch.no_grad():
+        ref = model(torch.tensor(tokens)).logits.numpy()
+    positions = jnp.broadcast_to(jnp.arange(40, dtype=jnp.int32), (2, 40))
+    ours, _ = jax.jit(forward, static_argnames="cfg")(policy.params, jnp.asarray(tokens, jnp.int32), positions,
+                                                      cfg=policy.model)
+    scale = np.abs(ref).max()
+    assert scale > 1.0
+    assert np.abs(np.asarray(ours) - ref).max() <= 1e-4 * scale
+
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    for text in TEXTS:
+        assert tok(text, add_special_tokens=False)["input_ids"] == policy.tokenizer.encode(text), text
+    ids, _ = render_chat(CHAT, policy.tokenizer, policy.template, add_generation_prompt=False)
+    assert list(tok.apply_chat_template(CHAT, tokenize=True, return_dict=False)) == ids
+    assert tok.eos_token_id == policy.tokenizer.eos_id
+
+
+def test_export_refuses_a_non_empty_out_dir_and_bad_sizes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("keep me")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "out")]) == 2
+    assert "not an empty directory" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "new")]) == 2
+    assert "not a vagent run directory" in capsys.readouterr().err
+    assert parse_size("5GB") == 5 * 10**9 and parse_size("40KiB") == 40 * 1024 and parse_size("123") == 123
+    with pytest.raises(ValueError, match="max-shard-size"):
+        parse_size("lots")
