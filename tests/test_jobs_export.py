@@ -95,3 +95,40 @@ def test_export_refuses_a_non_empty_out_dir_and_bad_sizes(tmp_path: Path, capsys
     assert parse_size("5GB") == 5 * 10**9 and parse_size("40KiB") == 40 * 1024 and parse_size("123") == 123
     with pytest.raises(ValueError, match="max-shard-size"):
         parse_size("lots")
+
+
+def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(tmp_path: Path) -> None:
+    """A run with the project's own SentencePiece tokenizer (as `vagent demo` trains) exports tokenizer.model
+    with a LlamaTokenizer config; AutoTokenizer gives our ids, and AutoModel our logits (qwen3, tied)."""
+    import torch
+    import transformers
+
+    from vagent_jax.models.config import ModelConfig
+    from vagent_jax.tokenizer_train import train_sentencepiece
+    from vagent_jax.train.checkpoint import Checkpointer
+    from vagent_jax.train.optimizer import OptimizerConfig
+    from vagent_jax.train.policy_dir import write_policy_meta
+    from vagent_jax.train.train_state import create_train_state
+
+    run = tmp_path / "run"
+    tok = train_sentencepiece(TEXTS * 20 + [m["content"] for m in CHAT] * 20, run / "tokenizer", vocab_size=330)
+    model = ModelConfig(vocab_size=352, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
+                        qk_norm=True, max_seq_len=64)
+    mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
+    state = create_train_state(model, OptimizerConfig(), mesh, jax.random.key(3))
+    write_policy_meta(run, model, OptimizerConfig(), "chatml", run / "tokenizer")
+    with Checkpointer(run / "checkpoints") as ckpt:
+        ckpt.save(1, state, jax.random.key(0), force=True)
+    assert main(["export", str(run), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "tokenizer.model").is_file()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    for text in TEXTS + ["<|im_start|>assistant\n<answer>a</answer><|im_end|>\n"]:
+        assert hf_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text), text
+    ids, _ = render_chat(CHAT, tok, "chatml", add_generation_prompt=True)
+    assert list(hf_tok.apply_chat_template(CHAT, tokenize=True, add_generation_prompt=True, return_dict=False)) == ids
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = hf_model(torch.tensor([ids])).logits.numpy()
+    positions = jnp.arange(len(ids), dtype=jnp.int32)[None]
+    ours, _ = forward(state.params, jnp.asarray([ids], jnp.int32), positions, cfg=model)
+    assert np.abs(np.asarray(ours) - ref).max() <= 1e-4 * np.abs(ref).max()
