@@ -175,3 +175,28 @@ def test_run_dir_restores_params_only(tmp_path: Path, monkeypatch: pytest.Monkey
     assert jax.tree.structure(seen[0]) == jax.tree.structure(state.params)  # no optimizer moments
     for a, b in zip(jax.tree.leaves(policy.params), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_run_settings_left_at_default_keep_the_checkpoints() -> None:
+    import dataclasses
+
+    from vagent_jax.models.hf_dir import merge_model_config
+
+    found = dataclasses.replace(DEFAULT, d_model=64, remat="full", dtype="bfloat16")
+    assert merge_model_config(found, DEFAULT, DEFAULT, "policy.json") == found  # an SFT recipe with no model keys
+    mine = dataclasses.replace(DEFAULT, remat="dots")
+    assert merge_model_config(found, mine, DEFAULT, "policy.json") == dataclasses.replace(found, remat="dots")
+    strict = dataclasses.replace(found, remat="none")  # eval's `model:` (no defaults): run settings as given
+    assert merge_model_config(found, strict, None, "policy.json").remat == "none"
+
+
+def test_eval_and_distill_take_an_hf_dir_as_checkpoint(hf_dir: Path) -> None:
+    from vagent_jax.eval.policy_rollouts import load_checked_policy
+    from vagent_jax.sampling.engine import EngineConfig
+
+    policy = load_checked_policy(hf_dir, MeshConfig(), 1, None, EngineConfig(batch_slots=2, max_len=64,
+                                                                             max_new_tokens=8, chunk_steps=4))
+    assert policy.model.family == "llama" and policy.template == "chatml"
+    with pytest.raises(ValueError, match="engine.max_len"):
+        load_checked_policy(hf_dir, MeshConfig(), 1, None, EngineConfig(batch_slots=2, max_len=256,
+                                                                       max_new_tokens=8, chunk_steps=4))

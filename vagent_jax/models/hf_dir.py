@@ -55,8 +55,10 @@ def merge_model_config(found: ModelConfig, configured: ModelConfig | None, defau
     """The checkpoint's architecture with the run settings (RUN_FIELDS) of the configured `model:` section.
 
     A configured architecture key that differs from `found` stops with a ConfigError naming the dotted key
-    and `source`. With `default` given, keys left at their default count as unset (a recipe without a
-    model section starts from any checkpoint); with default None every key must agree."""
+    and `source`. With `default` given, keys left at their default count as unset: a recipe without a
+    model section starts from any checkpoint, and a run setting left at its default keeps the
+    checkpoint's (a run trained with remat 'full' keeps it). With default None every architecture key
+    must agree and every run setting is the configured one."""
     if configured is None:
         return found
     for f in dataclasses.fields(ModelConfig):
@@ -69,7 +71,9 @@ def merge_model_config(found: ModelConfig, configured: ModelConfig | None, defau
             theirs = HF_KEYS[f.name] if source.endswith(HF_CONFIG) else key
             raise ConfigError(f"{source}: config key '{key}' = {got!r} contradicts the checkpoint ({theirs} = "
                               f"{want!r}); drop the key (the architecture comes from the checkpoint) or make it agree")
-    return dataclasses.replace(found, **{k: getattr(configured, k) for k in RUN_FIELDS})
+    run = {k: getattr(configured, k) for k in RUN_FIELDS
+           if default is None or getattr(configured, k) != getattr(default, k)}
+    return dataclasses.replace(found, **run)
 
 
 def resolve_template(found: str | None, configured: str | None, source: str,
