@@ -97,12 +97,10 @@ def test_export_refuses_a_non_empty_out_dir_and_bad_sizes(tmp_path: Path, capsys
         parse_size("lots")
 
 
-def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(tmp_path: Path) -> None:
-    """A run with the project's own SentencePiece tokenizer (as `vagent demo` trains) exports tokenizer.model
-    with a LlamaTokenizer config; AutoTokenizer gives our ids, and AutoModel our logits (qwen3, tied)."""
-    import torch
-    import transformers
-
+@pytest.fixture(scope="module")
+def sp_run(tmp_path_factory: pytest.TempPathFactory):
+    """A run directory as `vagent demo` writes it: the project's own SentencePiece tokenizer, a qwen3 model
+    with tied embeddings (random weights), one checkpoint. Returns (run dir, tokenizer, model, params)."""
     from vagent_jax.models.config import ModelConfig
     from vagent_jax.tokenizer_train import train_sentencepiece
     from vagent_jax.train.checkpoint import Checkpointer
@@ -110,7 +108,7 @@ def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(tmp_path
     from vagent_jax.train.policy_dir import write_policy_meta
     from vagent_jax.train.train_state import create_train_state
 
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("sp_run")
     tok = train_sentencepiece(TEXTS * 20 + [m["content"] for m in CHAT] * 20, run / "tokenizer", vocab_size=330)
     model = ModelConfig(vocab_size=352, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
                         qk_norm=True, max_seq_len=64)
@@ -119,6 +117,16 @@ def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(tmp_path
     write_policy_meta(run, model, OptimizerConfig(), "chatml", run / "tokenizer")
     with Checkpointer(run / "checkpoints") as ckpt:
         ckpt.save(1, state, jax.random.key(0), force=True)
+    return run, tok, model, state.params
+
+
+def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(sp_run, tmp_path: Path) -> None:
+    """tokenizer.model with a LlamaTokenizer config: AutoTokenizer gives our ids (chat template included),
+    and AutoModel our logits."""
+    import torch
+    import transformers
+
+    run, tok, model, params = sp_run
     assert main(["export", str(run), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "tokenizer.model").is_file()
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
@@ -130,5 +138,19 @@ def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(tmp_path
     with torch.no_grad():
         ref = hf_model(torch.tensor([ids])).logits.numpy()
     positions = jnp.arange(len(ids), dtype=jnp.int32)[None]
-    ours, _ = forward(state.params, jnp.asarray([ids], jnp.int32), positions, cfg=model)
+    ours, _ = forward(params, jnp.asarray([ids], jnp.int32), positions, cfg=model)
     assert np.abs(np.asarray(ours) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_bfloat16_export_holds_the_rounded_params(sp_run, tmp_path: Path) -> None:
+    from vagent_jax.models.safetensors_file import SafetensorsFile
+
+    run, _, model, params = sp_run
+    assert main(["export", str(run), str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
+    f = SafetensorsFile(tmp_path / "out" / "model.safetensors")
+    assert {dtype.name for dtype, _, _ in f.entries.values()} == {"bfloat16"}
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    cfg, loaded = load_hf_checkpoint(tmp_path / "out")  # back to fp32 master weights
+    assert cfg == model
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
+        np.testing.assert_array_equal(np.asarray(a.astype(jnp.bfloat16).astype(jnp.float32)), np.asarray(b))

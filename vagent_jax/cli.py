@@ -82,8 +82,8 @@ def _distill(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from vagent_jax.jobs.export import export_policy
 
-    print(json.dumps(export_policy(args.run_dir, args.out_dir, step=args.step, max_shard_size=args.max_shard_size),
-                     indent=2))
+    print(json.dumps(export_policy(args.run_dir, args.out_dir, step=args.step, max_shard_size=args.max_shard_size,
+                                   dtype=args.dtype), indent=2))
     return 0
 
 
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("out_dir", help="new or empty directory for config.json, safetensors and tokenizer files")
     exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     exp.add_argument("--max-shard-size", default="5GB", help="split safetensors above this size (e.g. 5GB)")
+    exp.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                     help="tensor dtype of the files (default: the run's param_dtype)")
     exp.set_defaults(fn=_export)
     add_distributed_flags(exp)
     args, extra = parser.parse_known_args(argv)

@@ -2,11 +2,14 @@
 
 OUT_DIR gets config.json (architecture, model_type, torch_dtype, rope settings with llama3 scaling, tied
 embeddings, qkv bias / q-k norm by family, token ids), model.safetensors (or shards of at most
-`max_shard_bytes` with model.safetensors.index.json), generation_config.json (the chat template's stop
+`max_shard_size` with model.safetensors.index.json), generation_config.json (the chat template's stop
 ids), and the tokenizer: the run's tokenizer.json or tokenizer.model with a tokenizer_config.json whose
 `chat_template` is the Jinja form of the template the policy was trained with. Only the params are read
-from the run's checkpoint; every process takes part in gathering them (sharded on the mesh) and process 0
-alone writes.
+from the run's checkpoint; every process takes part in gathering them (sharded on the mesh), one leaf at
+a time, and process 0 alone writes.
+
+transformers 5 loads a `qwen2` checkpoint's tokenizer as its Qwen2Tokenizer whatever tokenizer_class
+says, so a qwen2-family run should keep Qwen's tokenizer (as one started from a Qwen2.5 checkpoint does).
 """
 from __future__ import annotations
 
@@ -94,19 +97,21 @@ def token_ids(policy: Policy) -> dict[str, Any]:
 
 
 def export_policy(run_dir: str | Path, out_dir: str | Path, step: int | None = None,
-                  max_shard_size: str | int = DEFAULT_MAX_SHARD, mesh: MeshConfig = MeshConfig(),
-                  num_devices: int = 0) -> dict[str, Any]:
-    """Write the policy in `run_dir` (a run or HF directory) to `out_dir` as an HF checkpoint; a summary."""
+                  max_shard_size: str | int = DEFAULT_MAX_SHARD, dtype: str | None = None,
+                  mesh: MeshConfig = MeshConfig(), num_devices: int = 0) -> dict[str, Any]:
+    """Write the policy in `run_dir` (a run or HF directory) to `out_dir` as an HF checkpoint, tensors in
+    `dtype` (default: the run's param_dtype; bfloat16 halves fp32 master weights); returns a summary."""
     run_dir, out = Path(run_dir), Path(out_dir)
     max_bytes = parse_size(max_shard_size)
     _check_out_dir(out, run_dir)
     policy = load_policy(run_dir, run_mesh(mesh, num_devices), step)
     ids = token_ids(policy)
-    save_hf_checkpoint(out, policy.params, policy.model, max_shard_bytes=max_bytes, extra_config=ids)
+    save_hf_checkpoint(out, policy.params, policy.model, max_shard_bytes=max_bytes, extra_config=ids, dtype=dtype)
     files: list[str] = []
     if jax.process_index() == 0:
         (out / "generation_config.json").write_text(json.dumps(ids, indent=2))
         write_tokenizer(policy, out)
         files = sorted(p.name for p in out.iterdir())
     return {"run_dir": str(run_dir), "step": policy.step, "out_dir": str(out), "family": policy.model.family,
-            "params": policy.model.num_params, "template": policy.template, "files": files}
+            "params": policy.model.num_params, "dtype": dtype or policy.model.param_dtype,
+            "template": policy.template, "files": files}
