@@ -154,3 +154,31 @@ def test_bfloat16_export_holds_the_rounded_params(sp_run, tmp_path: Path) -> Non
     assert cfg == model
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
         np.testing.assert_array_equal(np.asarray(a.astype(jnp.bfloat16).astype(jnp.float32)), np.asarray(b))
+
+
+def test_two_process_export_writes_the_same_files(sp_run, tmp_path: Path) -> None:
+    """2 processes x 2 CPU devices (params sharded over both hosts, gathered leaf by leaf; process 0 writes)
+    give byte-identical files to a one-process export."""
+    import os
+    import socket
+    import subprocess
+
+    run = sp_run[0]
+    assert main(["export", str(run), str(tmp_path / "one"), "--max-shard-size", "20KB"]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAGENT_")}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [subprocess.Popen([sys.executable, "-m", "vagent_jax.cli", "export", str(run), str(tmp_path / "two"),
+                               "--max-shard-size", "20KB", f"--coordinator=127.0.0.1:{port}", "--num-processes=2",
+                               f"--process-id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert len([n for n in names if n.endswith(".safetensors")]) > 1
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name

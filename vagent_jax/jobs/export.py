@@ -104,6 +104,10 @@ def export_policy(run_dir: str | Path, out_dir: str | Path, step: int | None = N
     run_dir, out = Path(run_dir), Path(out_dir)
     max_bytes = parse_size(max_shard_size)
     _check_out_dir(out, run_dir)
+    if jax.process_count() > 1:  # every host checked OUT_DIR before process 0 starts writing into it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("vagent-export-out-dir-checked")
     policy = load_policy(run_dir, run_mesh(mesh, num_devices), step)
     ids = token_ids(policy)
     save_hf_checkpoint(out, policy.params, policy.model, max_shard_bytes=max_bytes, extra_config=ids, dtype=dtype)
