@@ -155,6 +155,10 @@ def test_sft_cli_names_a_contradicting_key_before_compiling(hf_dir: Path, tmp_pa
     assert "'tokenizer.path': init_from brings its own tokenizer" in capsys.readouterr().err
     assert main([*args, "init_from=gs://bucket/Llama", "tokenizer.path=null"]) == 2
     assert "mount the bucket" in capsys.readouterr().err
+    bad = shutil.copytree(hf_dir, tmp_path / "bad")
+    _edit_tensor(bad, "model.layers.0.self_attn.q_proj.weight", lambda a: a.astype(np.float16)[:, :3])
+    assert main([*args, f"init_from={bad}", "tokenizer.path=null"]) == 2
+    assert "tensor 'model.layers.0.self_attn.q_proj.weight' has shape [64, 3]" in capsys.readouterr().err
 
 
 def test_run_dir_restores_params_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

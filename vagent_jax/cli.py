@@ -4,7 +4,7 @@ Exit status: 0 done, 2 a configuration or input error (the message names the key
 stopped itself (too many non-finite steps; the last good checkpoint is kept), 130 interrupted (a
 resumable checkpoint was written; rerun with --resume).
 
-`vagent sft` and `vagent rl` run multi-host with --coordinator HOST:PORT --num-processes N --process-id I
+`vagent sft`, `vagent rl` and `vagent export` run multi-host with --coordinator HOST:PORT --num-processes N --process-id I
 (or VAGENT_COORDINATOR / VAGENT_NUM_PROCESSES / VAGENT_PROCESS_ID; automatic on a Cloud TPU VM): see
 docs/multihost.md.
 """
