@@ -98,32 +98,73 @@ def test_export_refuses_a_non_empty_out_dir_and_bad_sizes(tmp_path: Path, capsys
 
 
 @pytest.fixture(scope="module")
-def sp_run(tmp_path_factory: pytest.TempPathFactory):
-    """A run directory as `vagent demo` writes it: the project's own SentencePiece tokenizer, a qwen3 model
-    with tied embeddings (random weights), one checkpoint. Returns (run dir, tokenizer, model, params)."""
-    from vagent_jax.models.config import ModelConfig
+def sp_tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    """The project's own SentencePiece tokenizer (as `vagent demo` trains one), trained once."""
     from vagent_jax.tokenizer_train import train_sentencepiece
+
+    path = tmp_path_factory.mktemp("sp_tok")
+    return path, train_sentencepiece(TEXTS * 20 + [m["content"] for m in CHAT] * 20, path, vocab_size=330)
+
+
+def _make_run(run: Path, model, sp_tokenizer, seed: int = 3):
+    """A run directory as `vagent demo` writes it: a SentencePiece tokenizer, `model` with random weights,
+    one checkpoint. Returns (run dir, tokenizer, model, params)."""
     from vagent_jax.train.checkpoint import Checkpointer
     from vagent_jax.train.optimizer import OptimizerConfig
     from vagent_jax.train.policy_dir import write_policy_meta
     from vagent_jax.train.train_state import create_train_state
 
-    run = tmp_path_factory.mktemp("sp_run")
-    tok = train_sentencepiece(TEXTS * 20 + [m["content"] for m in CHAT] * 20, run / "tokenizer", vocab_size=330)
-    model = ModelConfig(vocab_size=352, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
-                        qk_norm=True, max_seq_len=64)
+    tok_dir, tok = sp_tokenizer
+    run.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
-    state = create_train_state(model, OptimizerConfig(), mesh, jax.random.key(3))
-    write_policy_meta(run, model, OptimizerConfig(), "chatml", run / "tokenizer")
+    state = create_train_state(model, OptimizerConfig(), mesh, jax.random.key(seed))
+    write_policy_meta(run, model, OptimizerConfig(), "chatml", tok_dir)
     with Checkpointer(run / "checkpoints") as ckpt:
         ckpt.save(1, state, jax.random.key(0), force=True)
     return run, tok, model, state.params
 
 
+SMALL = dict(vocab_size=352, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64, max_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def sp_run(tmp_path_factory: pytest.TempPathFactory, sp_tokenizer):
+    """A qwen3 run (q/k norm, tied embeddings) with a SentencePiece tokenizer."""
+    from vagent_jax.models.config import ModelConfig
+
+    return _make_run(tmp_path_factory.mktemp("sp_run"), ModelConfig(**SMALL, qk_norm=True), sp_tokenizer)
+
+
+def _logits_match(out: Path, params, model, ids: list[int]) -> None:
+    """transformers' fp32 logits of the export equal ours within 1e-4 of the logit scale."""
+    import torch
+    import transformers
+
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = hf_model(torch.tensor([ids])).logits.numpy()
+    positions = jnp.arange(len(ids), dtype=jnp.int32)[None]
+    ours, _ = forward(params, jnp.asarray([ids], jnp.int32), positions, cfg=model)
+    assert np.abs(np.asarray(ours) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("family,flags,arch", [
+    ("qwen3", dict(qk_norm=False), "LlamaForCausalLM"),  # SFTConfig's default model: no q/k norm
+    ("qwen2", dict(qkv_bias=False, tie_embeddings=False), "LlamaForCausalLM"),
+    ("llama", dict(qk_norm=True, qkv_bias=True), "Qwen3ForCausalLM")])
+def test_export_picks_the_transformers_class_with_the_same_layers(family, flags, arch, sp_tokenizer,
+                                                                   tmp_path: Path) -> None:
+    from vagent_jax.models.config import ModelConfig
+
+    run, _, model, params = _make_run(tmp_path / "run", ModelConfig(**SMALL, family=family, **flags), sp_tokenizer)
+    assert main(["export", str(run), str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == [arch]
+    _logits_match(tmp_path / "out", params, model, list(range(3, 40)))
+
+
 def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(sp_run, tmp_path: Path) -> None:
     """tokenizer.model with a LlamaTokenizer config: AutoTokenizer gives our ids (chat template included),
     and AutoModel our logits."""
-    import torch
     import transformers
 
     run, tok, model, params = sp_run
@@ -134,12 +175,7 @@ def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(sp_run, 
         assert hf_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text), text
     ids, _ = render_chat(CHAT, tok, "chatml", add_generation_prompt=True)
     assert list(hf_tok.apply_chat_template(CHAT, tokenize=True, add_generation_prompt=True, return_dict=False)) == ids
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
-    with torch.no_grad():
-        ref = hf_model(torch.tensor([ids])).logits.numpy()
-    positions = jnp.arange(len(ids), dtype=jnp.int32)[None]
-    ours, _ = forward(params, jnp.asarray([ids], jnp.int32), positions, cfg=model)
-    assert np.abs(np.asarray(ours) - ref).max() <= 1e-4 * np.abs(ref).max()
+    _logits_match(tmp_path / "out", params, model, ids)
 
 
 def test_bfloat16_export_holds_the_rounded_params(sp_run, tmp_path: Path) -> None:
