@@ -192,14 +192,19 @@ def test_bfloat16_export_holds_the_rounded_params(sp_run, tmp_path: Path) -> Non
         np.testing.assert_array_equal(np.asarray(a.astype(jnp.bfloat16).astype(jnp.float32)), np.asarray(b))
 
 
-def test_two_process_export_writes_the_same_files(sp_run, tmp_path: Path) -> None:
-    """2 processes x 2 CPU devices (params sharded over both hosts, gathered leaf by leaf; process 0 writes)
-    give byte-identical files to a one-process export."""
+@pytest.mark.parametrize("source", ["run", "hf"])
+def test_two_process_export_writes_the_same_files(source: str, sp_run, tmp_path: Path) -> None:
+    """2 processes x 2 CPU devices give byte-identical files to a one-process export: a run's params restored
+    sharded over both hosts, or an HF directory each host reads its own shards of, gathered leaf by leaf
+    and written by process 0."""
     import os
     import socket
     import subprocess
 
     run = sp_run[0]
+    if source == "hf":
+        run = tmp_path / "hf"
+        make_hf_model_dir("qwen2", run)
     assert main(["export", str(run), str(tmp_path / "one"), "--max-shard-size", "20KB"]) == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
