@@ -204,3 +204,20 @@ def test_eval_and_distill_take_an_hf_dir_as_checkpoint(hf_dir: Path) -> None:
     with pytest.raises(ValueError, match="engine.max_len"):
         load_checked_policy(hf_dir, MeshConfig(), 1, None, EngineConfig(batch_slots=2, max_len=256,
                                                                        max_new_tokens=8, chunk_steps=4))
+
+
+def test_rl_starts_from_an_hf_dir(hf_dir: Path, tmp_path: Path) -> None:
+    from vagent_jax.config import load_config
+    from vagent_jax.train.rl_run import RLConfig, run_rl
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    out = tmp_path / "rl"
+    run_rl(load_config(RLConfig, None, [
+        f"init_from={hf_dir}", f"out_dir={out}", "tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]",
+        "tasks.num_tasks=16", f"tasks.data_dir={tmp_path / 'data'}", "steps=1", "prompts_per_step=2",
+        "group_size=2", "engine.batch_slots=4", "engine.max_len=96", "engine.max_new_tokens=8",
+        "engine.chunk_steps=8", "env_workers=1", "num_devices=1", "max_rounds=1", "dynamic_sampling=false"]))
+    _, _, template, tok_path = policy_dir.read_policy_meta(out)
+    assert template == "chatml" and tok_path == hf_dir.absolute()
+    policy = load_policy(out, _one_device())
+    assert policy.step == 1 and policy.model == load_policy(hf_dir, _one_device()).model
