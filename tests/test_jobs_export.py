@@ -176,6 +176,9 @@ def test_sentencepiece_run_exports_a_tokenizer_transformers_reads_alike(sp_run, 
     ids, _ = render_chat(CHAT, tok, "chatml", add_generation_prompt=True)
     assert list(hf_tok.apply_chat_template(CHAT, tokenize=True, add_generation_prompt=True, return_dict=False)) == ids
     _logits_match(tmp_path / "out", params, model, ids)
+    again = load_policy(tmp_path / "out", make_mesh(MeshConfig(), devices=jax.devices()[:1]))  # an HF dir with
+    assert again.tokenizer.source.endswith("tokenizer.model") and again.template == "chatml"  # tokenizer.model
+    assert again.model == model and again.tokenizer.encode(TEXTS[1]) == tok.encode(TEXTS[1])
 
 
 def test_bfloat16_export_holds_the_rounded_params(sp_run, tmp_path: Path) -> None:
