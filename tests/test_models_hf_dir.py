@@ -108,6 +108,8 @@ def _edit_tensor(d: Path, name: str, value) -> None:
 BAD_INPUT = {
     "architecture": (lambda d: _edit_config(d, lambda c: c.update(architectures=["MambaForCausalLM"])),
                      r"config\.json: key 'architectures' = \['MambaForCausalLM'\] is not supported"),
+    "sliding_window": (lambda d: _edit_config(d, lambda c: c.update(use_sliding_window=True)),
+                       r"config\.json: key 'use_sliding_window' = true is not supported"),
     "missing_key": (lambda d: _edit_config(d, lambda c: c.pop("hidden_size")),
                     r"config\.json: missing key 'hidden_size'"),
     "missing_shard": (lambda d: sorted(d.glob("model-*.safetensors"))[-1].unlink(),

@@ -138,6 +138,8 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json", **overrides:
         raise ConfigError(f"{source}: key 'hidden_act' = {hf['hidden_act']!r} is not supported (silu only)")
     if hf.get("mlp_bias"):
         raise ConfigError(f"{source}: key 'mlp_bias' = true is not supported")
+    if hf.get("use_sliding_window"):
+        raise ConfigError(f"{source}: key 'use_sliding_window' = true is not supported (full attention only)")
     cfg.update(overrides)
     out = ModelConfig(**cfg)
     out.validate()
