@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=256, d_model=64, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=32, d_ff=128,
             max_seq_len=128, dtype="bfloat16")
 # (recipe, topology, --model preset or None)
-RECIPES = [("configs/pods/llama3.1-8b_sft_v5e-32.yaml", "v5e-32", None),
+RECIPES = [("configs/pods/llama3.1-8b_sft_v5e-32.yaml", "v5e-32", "llama3.1-8b"),
+           ("configs/pods/qwen2.5-7b_sft_v5p-64.yaml", "v5p-64", "qwen2.5-7b"),
            ("configs/pods/qwen2.5-7b_dapo_v5p-64.yaml", "v5p-64", "qwen2.5-7b"),
            ("configs/pods/qwen2.5-32b_dapo_v5p-256.yaml", "v5p-256", "qwen2.5-32b")]
 
@@ -92,6 +93,11 @@ def test_model_resolution_order(policy_dir, tmp_path):
     assert "model.remat=dots" in src
     with pytest.raises(ConfigError, match="'init_from'"):
         resolve_model(tiny_rl(str(tmp_path / "absent")), preset=None)
+    sft = load_config(SFTConfig, None, [f"init_from={hf_dir}", "model.remat=full"])  # HF dir + run settings
+    model, src = resolve_model(sft, preset=None)
+    assert model == dataclasses.replace(PRESETS["qwen2.5-7b"], remat="full", dtype="float32") and src.endswith("json")
+    with pytest.raises(ConfigError, match="'init_from'"):  # not the tiny default model of an SFT recipe
+        resolve_model(load_config(SFTConfig, None, [f"init_from={tmp_path / 'absent'}"]), preset=None)
     with pytest.raises(ConfigError, match="--model"):
         resolve_model(tiny_rl(str(tmp_path / "absent")), preset="gpt-9")
 
@@ -170,8 +176,9 @@ def test_too_large_a_model_exits_nonzero(tmp_path, capsys):
 
 def test_recipes_load_and_pass_the_shape_checks():
     for path, topo, preset in RECIPES:
-        assert config_kind(ROOT / path) == ("sft" if preset is None else "rl")
-        cls = SFTConfig if preset is None else RLConfig
+        kind = "sft" if "_sft_" in path else "rl"
+        assert config_kind(ROOT / path) == kind
+        cls = SFTConfig if kind == "sft" else RLConfig
         cfg = load_config(cls, ROOT / path)
         model, _ = resolve_model(cfg, preset)
         aot_compile.check_shapes(cfg, model, cfg.mesh.shape(parse_topology(topo).num_chips))

@@ -220,3 +220,27 @@ def test_bad_input_is_named(tmp_path, tok_dirs):
         render_chat([user], bare, "llama3", False)
     with pytest.raises(ValueError, match=r"'<\|im_end\|>'"):
         stop_token_ids("chatml", bare)
+
+
+TOOL_CHAT = [{"role": "system", "content": "Use the calculator."}, {"role": "user", "content": "What is 6 * 7?"},
+             {"role": "assistant", "content": "<tool_call>6*7</tool_call>"}, {"role": "tool", "content": "42"},
+             {"role": "tool", "content": "  (exact)\n"}, {"role": "assistant", "content": " <answer>42</answer> "},
+             {"role": "user", "content": "  thanks "}]
+
+
+@pytest.mark.parametrize("template", ["chatml", "llama3"])
+def test_exported_jinja_template_renders_our_ids(template: str, tmp_path) -> None:
+    """HF_CHAT_TEMPLATES[template] (written into exported checkpoints) through transformers'
+    apply_chat_template gives render_chat's ids, tool turns and generation prompt included."""
+    from transformers import AutoTokenizer
+
+    from hf_fixtures import make_hf_tokenizer
+    from vagent_jax.chat_template import detect_template
+
+    make_hf_tokenizer(tmp_path, template=template, regex="llama" if template == "llama3" else "qwen")
+    ours, hf = load_tokenizer(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    for messages, gen in ((TOOL_CHAT, False), (TOOL_CHAT[:4], True), (TOOL_CHAT[:2], True)):
+        ids, _ = render_chat(messages, ours, template, add_generation_prompt=gen)
+        assert list(hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=gen,
+                                           return_dict=False)) == ids, (template, len(messages), gen)
+    assert detect_template(hf.chat_template) == template

@@ -2,8 +2,9 @@
 CPU machine (libtpu's compile-only topology), with abstract inputs, and check they fit in HBM.
 
 An SFT config compiles the SFT step; an RL config compiles the DAPO update step, the decode chunk and,
-when updates_per_batch > 1, the old-log-prob pass. The model comes from SFTConfig.model (or the policy
-in init_from), for RL from init_from's policy.json, else its HF config.json, else the `--model` preset;
+when updates_per_batch > 1, the old-log-prob pass. The model comes from init_from's policy.json, else its
+HF config.json (for SFT with the recipe's model section applied), else the `--model` preset, else (SFT
+without init_from) SFTConfig.model;
 `model.KEY=VALUE` overrides then adjust it (e.g. model.remat=full). Every shape check runs before any
 compile and names the key at fault. See aot_report for what is measured and how time/MFU are estimated.
 """
@@ -26,6 +27,7 @@ from vagent_jax.aot_report import (CompileReport, ProgramReport, decode_model_fl
                                    train_model_flops)
 from vagent_jax.config import ConfigError, config_scope, from_dict, load_config, merge_overrides, require, to_dict
 from vagent_jax.models.config import PRESETS, ModelConfig, from_hf_config
+from vagent_jax.models.hf_dir import merge_model_config
 from vagent_jax.sharding import MESH_AXES, MeshConfig
 from vagent_jax.tpu_topology import GiB, Topology, parse_topology, topology_devices
 from vagent_jax.train.rl_run import RLConfig
@@ -73,12 +75,14 @@ def resolve_model(cfg: SFTConfig | RLConfig, preset: str | None,
     init = Path(cfg.init_from) if cfg.init_from else None
     if init is not None and (init / POLICY_FILE).is_file() and not (isinstance(cfg, SFTConfig) and preset):
         model, source = read_policy_meta(init)[0], str(init / POLICY_FILE)
-    elif isinstance(cfg, RLConfig) and init is not None and (init / "config.json").is_file():
+    elif init is not None and (init / "config.json").is_file() and not (isinstance(cfg, SFTConfig) and preset):
         path = init / "config.json"
         model, source = from_hf_config(_read_json(path), source=str(path)), str(path)
+        if isinstance(cfg, SFTConfig):  # the recipe's model section: run settings, or keys that must agree
+            model = merge_model_config(model, cfg.model, SFTConfig().model, source)
     elif preset is not None:
         model, source = PRESETS[preset], f"preset {preset}"
-    elif isinstance(cfg, SFTConfig):
+    elif isinstance(cfg, SFTConfig) and not cfg.init_from:
         model, source = cfg.model, "config model"
     else:
         raise ConfigError(f"config key 'init_from': '{cfg.init_from}' holds no policy.json or config.json; "

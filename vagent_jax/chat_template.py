@@ -191,3 +191,35 @@ def stop_token_ids(template: str, tokenizer: Tokenizer) -> tuple[int, ...]:
             ids.append(eom)
     ids.append(tokenizer.eos_id)
     return tuple(dict.fromkeys(ids))
+
+
+# The same formats as Jinja chat templates (tokenizer_config.json's `chat_template`), written into exported
+# checkpoints so transformers' apply_chat_template renders what the policy was trained on.
+HF_CHAT_TEMPLATES: dict[str, str] = {
+    "chatml": (
+        "{%- for message in messages %}"
+        "{%- if message['role'] == 'tool' %}"
+        "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+        "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+        "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+        "{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- endif %}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"),
+    "llama3": (
+        "{{- '<|begin_of_text|>' }}{%- for message in messages %}"
+        "{%- if message['role'] == 'tool' %}"
+        "{{- '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+        "{%- else %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+        "+ message['content'] | trim + '<|eot_id|>' }}"
+        "{%- endif %}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"),
+}
+
+
+def detect_template(jinja: str) -> str | None:
+    """Which of TEMPLATES a Hugging Face Jinja chat template writes (by its turn markers), None if neither."""
+    if "<|im_start|>" in jinja:
+        return "chatml"
+    if "<|start_header_id|>" in jinja:
+        return "llama3"
+    return None

@@ -4,7 +4,7 @@ Exit status: 0 done, 2 a configuration or input error (the message names the key
 stopped itself (too many non-finite steps; the last good checkpoint is kept), 130 interrupted (a
 resumable checkpoint was written; rerun with --resume).
 
-`vagent sft` and `vagent rl` run multi-host with --coordinator HOST:PORT --num-processes N --process-id I
+`vagent sft`, `vagent rl` and `vagent export` run multi-host with --coordinator HOST:PORT --num-processes N --process-id I
 (or VAGENT_COORDINATOR / VAGENT_NUM_PROCESSES / VAGENT_PROCESS_ID; automatic on a Cloud TPU VM): see
 docs/multihost.md.
 """
@@ -79,6 +79,14 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from vagent_jax.jobs.export import export_policy
+
+    print(json.dumps(export_policy(args.run_dir, args.out_dir, step=args.step, max_shard_size=args.max_shard_size,
+                                   dtype=args.dtype), indent=2))
+    return 0
+
+
 def _add(sub: argparse._SubParsersAction, name: str, help_text: str, fn, config_required: bool = True,
          resume: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text)
@@ -113,14 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("--json", default=None, help="also write the report as JSON to this path")
     ev = _add(sub, "eval", "pass@k, maj@k, DeepConf and GenSelect of a policy on held-out tasks", _eval,
               resume=False)
-    ev.add_argument("--checkpoint", required=True, help="policy run directory (out_dir of vagent sft / rl)")
+    ev.add_argument("--checkpoint", required=True, help="policy run directory (out_dir of vagent sft / rl) or HF dir")
     dis = _add(sub, "distill", "rejection-sampled SFT data and pass-rate-filtered tasks from a policy", _distill,
                resume=False)
-    dis.add_argument("--checkpoint", required=True, help="policy run directory (out_dir of vagent sft / rl)")
+    dis.add_argument("--checkpoint", required=True, help="policy run directory (out_dir of vagent sft / rl) or HF dir")
     dis.add_argument("--outputs", choices=("both", "sft", "tasks"), default="both",
                      help="write the SFT JSONL (sft_out), the filtered task JSONL (tasks_out), or both")
+    exp = sub.add_parser("export", help="write a policy as a Hugging Face checkpoint (transformers loads it)")
+    exp.add_argument("run_dir", help="policy run directory (out_dir of vagent sft / rl)")
+    exp.add_argument("out_dir", help="new or empty directory for config.json, safetensors and tokenizer files")
+    exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    exp.add_argument("--max-shard-size", default="5GB", help="split safetensors above this size (e.g. 5GB)")
+    exp.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                     help="tensor dtype of the files (default: the run's param_dtype)")
+    exp.set_defaults(fn=_export)
+    add_distributed_flags(exp)
     args, extra = parser.parse_known_args(argv)
-    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if hasattr(args, "overrides"):

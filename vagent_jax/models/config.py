@@ -138,6 +138,8 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json", **overrides:
         raise ConfigError(f"{source}: key 'hidden_act' = {hf['hidden_act']!r} is not supported (silu only)")
     if hf.get("mlp_bias"):
         raise ConfigError(f"{source}: key 'mlp_bias' = true is not supported")
+    if hf.get("use_sliding_window"):
+        raise ConfigError(f"{source}: key 'use_sliding_window' = true is not supported (full attention only)")
     cfg.update(overrides)
     out = ModelConfig(**cfg)
     with config_scope("model"):
@@ -145,8 +147,20 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json", **overrides:
     return out
 
 
+def hf_family(cfg: ModelConfig) -> str:
+    """The transformers family that computes this model: `family` when its class has the same layers, else
+    the one that does (the family is only a label here; transformers' Qwen3 always has q/k norm, Qwen2
+    always qkv bias and neither Llama nor Qwen2 has q/k norm)."""
+    if cfg.qk_norm:
+        return "qwen3"
+    if cfg.family == "qwen2" and cfg.qkv_bias:
+        return "qwen2"
+    return "llama"
+
+
 def to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
-    """The config.json mapping transformers needs to load the same model."""
+    """The config.json mapping transformers needs to load the same model (architecture by hf_family)."""
+    cfg = dataclasses.replace(cfg, family=hf_family(cfg))
     arch = {v: k for k, v in ARCHITECTURES.items()}[cfg.family]
     rope: dict[str, Any] = {"rope_theta": cfg.rope_theta, "rope_type": "default"}
     if cfg.rope_scaling.rope_type != "none":
@@ -172,8 +186,9 @@ def to_hf_config(cfg: ModelConfig) -> dict[str, Any]:
         "hidden_act": "silu",
         "torch_dtype": cfg.param_dtype,
     }
-    if cfg.family == "llama":
+    if cfg.family in ("llama", "qwen3"):
         out["attention_bias"] = cfg.qkv_bias
+    if cfg.family == "llama":
         out["mlp_bias"] = False
     if cfg.rope_scaling.rope_type != "none":
         out["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}

@@ -6,7 +6,9 @@ with `jax.make_array_from_callback`: each device reads only its own shard throug
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +39,7 @@ _LAYER_MAP = {
     "w_up": ("mlp.up_proj.weight", "t"),
     "w_down": ("mlp.down_proj.weight", "t"),
 }
+_FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")  # weights are cast to param_dtype on load
 _TOP_MAP = {"embed": ("model.embed_tokens.weight", "copy"), "final_norm": ("model.norm.weight", "copy"),
             "lm_head": ("lm_head.weight", "t")}
 
@@ -152,6 +155,10 @@ def load_hf_checkpoint(ckpt: str | Path, mesh: Mesh | None = None, cfg: ModelCon
         got, want = files[name].shape(name), _hf_shape(kind, shape)
         if tuple(got) != want:
             raise CheckpointError(f"{files[name].path}: tensor '{name}' has shape {list(got)}, expected {list(want)}")
+        dtype = files[name].entries[name][0]
+        if dtype.name not in _FLOAT_DTYPES:
+            raise CheckpointError(f"{files[name].path}: tensor '{name}' has dtype {dtype.name}, expected one of "
+                                  f"{', '.join(_FLOAT_DTYPES)}")
     by_leaf: dict[tuple[str, int | None], str] = {(k, i): n for n, (k, _, i, _) in expected.items()}
     axes = param_logical_axes(cfg)
     pd = dtype_of(cfg.param_dtype)
@@ -187,65 +194,90 @@ def load_hf_checkpoint(ckpt: str | Path, mesh: Mesh | None = None, cfg: ModelCon
     return cfg, params
 
 
-def hf_tensors(params: Params, cfg: ModelConfig, gather: Callable[[Any], np.ndarray] = np.asarray) -> dict[str, np.ndarray]:
-    """HF-named host arrays from our params (the inverse layout of loading)."""
-    out: dict[str, np.ndarray] = {}
+def _to_hf(kind: str, a: np.ndarray) -> np.ndarray:
+    """HF layout of one of our (per-layer) arrays: the inverse of `_read`."""
+    if kind == "copy":
+        return a
+    if kind == "t":
+        return a.T
+    if kind == "t_split_out":
+        return a.reshape(a.shape[0], -1).T
+    if kind == "t_split_in":
+        return a.reshape(-1, a.shape[-1]).T
+    return a.reshape(-1)
 
-    def to_hf(kind: str, a: np.ndarray) -> np.ndarray:
-        if kind == "copy":
-            return a
-        if kind == "t":
-            return a.T
-        if kind == "t_split_out":
-            return a.reshape(a.shape[0], -1).T
-        if kind == "t_split_in":
-            return a.reshape(-1, a.shape[-1]).T
-        return a.reshape(-1)
 
-    for key, (hf, kind) in _TOP_MAP.items():
-        if key in params:
-            out[hf] = np.ascontiguousarray(to_hf(kind, gather(params[key])))
+def _hf_order(params: Params, cfg: ModelConfig) -> list[tuple[str, int]]:
+    """(HF name, element count) of every tensor, in the order hf_tensors yields them."""
+    out = [(hf, int(np.prod(params[key].shape))) for key, (hf, _) in _TOP_MAP.items() if key in params]
     for key, leaf in params["layers"].items():
-        hf, kind = _LAYER_MAP[key]
-        arr = gather(leaf)
-        for i in range(cfg.n_layers):
-            out[f"model.layers.{i}.{hf}"] = np.ascontiguousarray(to_hf(kind, arr[i]))
+        out += [(f"model.layers.{i}.{_LAYER_MAP[key][0]}", int(np.prod(leaf.shape[1:]))) for i in range(cfg.n_layers)]
     return out
 
 
-def save_hf_checkpoint(out_dir: str | Path, params: Params, cfg: ModelConfig,
-                       max_shard_bytes: int = 2 * 2**30) -> Path:
-    """Write config.json and safetensors shards (+ index.json when more than one) to `out_dir`."""
+def hf_tensors(params: Params, cfg: ModelConfig, gather: Callable[[Any], np.ndarray] = np.asarray,
+               dtype: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(HF name, host array) pairs from our params, one leaf gathered at a time (the inverse layout of
+    loading), cast to `dtype` when given; host memory holds one stacked leaf, not the whole model."""
+    cast = (lambda a: a) if dtype is None else (lambda a: a.astype(dtype_of(dtype)))
+    for key, (hf, kind) in _TOP_MAP.items():
+        if key in params:
+            yield hf, np.ascontiguousarray(_to_hf(kind, cast(gather(params[key]))))
+    for key, leaf in params["layers"].items():
+        hf, kind = _LAYER_MAP[key]
+        arr = cast(gather(leaf))
+        for i in range(cfg.n_layers):
+            yield f"model.layers.{i}.{hf}", np.ascontiguousarray(_to_hf(kind, arr[i]))
+
+
+def _shard_plan(sizes: list[tuple[str, int]], max_shard_bytes: int) -> list[list[str]]:
+    """Tensor names per file, in order, each file at most max_shard_bytes unless one tensor is larger."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, nbytes in sizes:
+        if size and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+def save_hf_checkpoint(out_dir: str | Path, params: Params, cfg: ModelConfig, max_shard_bytes: int = 2 * 2**30,
+                       extra_config: dict[str, Any] | None = None, dtype: str | None = None) -> Path:
+    """Write config.json (to_hf_config plus `extra_config`, e.g. token ids) and safetensors shards
+    (+ index.json when more than one) to `out_dir`, tensors in `dtype` (default cfg.param_dtype).
+
+    Every process takes part in gathering each (sharded) leaf; process 0 writes each file as soon as its
+    tensors are gathered, so a host holds one file's tensors and one stacked leaf at a time."""
     from jax.experimental import multihost_utils
     from safetensors.numpy import save_file
 
     out = Path(out_dir)
+    dtype = dtype or cfg.param_dtype
     gather = (lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True))) \
         if jax.process_count() > 1 else (lambda a: np.asarray(jax.device_get(a)))
-    tensors = hf_tensors(params, cfg, gather)
-    if jax.process_index() != 0:
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_hf_config(cfg), indent=2))
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
-    for name, arr in tensors.items():
-        if size and size + arr.nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = arr
-        size += arr.nbytes
-    if len(shards) == 1:
-        save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
-        return out
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(out / fname), metadata={"format": "pt"})
-        weight_map.update({n: fname for n in shard})
-    total = sum(a.nbytes for a in tensors.values())
-    (out / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    itemsize = np.dtype(dtype_of(dtype)).itemsize
+    sizes = [(name, n * itemsize) for name, n in _hf_order(params, cfg)]
+    plan = _shard_plan(sizes, max_shard_bytes)
+    names = ["model.safetensors"] if len(plan) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))]
+    primary = jax.process_index() == 0
+    if primary:
+        out.mkdir(parents=True, exist_ok=True)
+        config = {**to_hf_config(dataclasses.replace(cfg, param_dtype=dtype)), **(extra_config or {})}
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+    tensors = hf_tensors(params, cfg, gather, dtype)
+    for fname, shard_names in zip(names, plan):
+        shard = dict(next(tensors) for _ in shard_names)
+        if list(shard) != shard_names:  # the plan and the gather order come from the same tables
+            raise RuntimeError(f"{fname}: tensor order {list(shard)[:3]}... differs from the plan {shard_names[:3]}...")
+        if primary:
+            save_file(shard, str(out / fname), metadata={"format": "pt"})
+    if primary and len(plan) > 1:
+        weight_map = {n: fname for fname, shard_names in zip(names, plan) for n in shard_names}
+        (out / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": sum(n for _, n in sizes)}, "weight_map": weight_map}, indent=2))
     return out
 
 

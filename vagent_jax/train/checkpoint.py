@@ -220,6 +220,20 @@ class Checkpointer:
             raise ValueError(f"cannot restore checkpoint {self.directory}/{step} into abstract_state: {e}") from e
         return Restored(step=int(step), state=out[_STATE], rng=rng_from_json(out[_RNG]), extra=dict(out[_EXTRA]))
 
+    def restore_params(self, step: int, abstract_params: Any) -> Any:
+        """Only the `params` subtree of `step`'s train state, into `abstract_params`' shardings.
+
+        orbax's partial restore reads just these arrays: the optimizer moments (2x the parameter bytes
+        for Adam) are never read or allocated, and the optimizer config need not be known."""
+        target = {"params": _checked_abstract(abstract_params)}
+        args = ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)})
+        try:
+            out = self._manager.restore(step, args=args)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise ValueError(f"cannot restore the params of checkpoint {self.directory}/{step}: {e}") from e
+        return out[_STATE]["params"]
+
     def restore_latest(self, abstract_state: Any) -> Restored | None:
         """Restore the newest complete checkpoint into `abstract_state`'s shardings; None when there is none."""
         self.wait_until_finished()

@@ -50,7 +50,7 @@ from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
 from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, local_params,
                                         primary_first, to_host)
 from vagent_jax.train.optimizer import OptimizerConfig
-from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, read_policy_meta, write_policy_meta
+from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, write_policy_meta
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 from vagent_jax.train.rollout_metrics import rollout_metrics
 from vagent_jax.train.step_metrics import reduce_step_metrics
@@ -63,7 +63,7 @@ class RLConfig:
     """A `vagent rl` recipe (configs/rl_*.yaml); DAPO defaults."""
 
     out_dir: str = "runs/rl"
-    init_from: str = ""  # the run directory of the policy to start from (e.g. `vagent sft`'s out_dir)
+    init_from: str = ""  # the policy to start from: a run directory (e.g. `vagent sft`'s out_dir) or an HF directory
     seed: int = 0
     tasks: TaskConfig = TaskConfig()
     steps: int = 50
@@ -144,7 +144,7 @@ class RLTrainer:
         require(cfg.engine.max_len <= self.model.max_seq_len, "engine.max_len",
                 f"{cfg.engine.max_len} exceeds the policy's max_seq_len {self.model.max_seq_len}")
         if is_primary():
-            write_policy_meta(self.out, self.model, cfg.optimizer, self.template, read_policy_meta(cfg.init_from)[3])
+            write_policy_meta(self.out, self.model, cfg.optimizer, self.template, init.tokenizer_path)
             (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
         self.ref_params = init.params if cfg.loss.kl != "none" else None
         self.state = train_state_from_params(init.params, self.model, cfg.optimizer, self.mesh)

@@ -35,7 +35,7 @@ from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
 from vagent_jax.train.multihost import check_same_config, is_primary, primary_first
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.packing import pack_examples
-from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, read_policy_meta, write_policy_meta
+from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, write_policy_meta
 from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, save_on_interrupt
 from vagent_jax.train.sft_step import make_sft_step
 from vagent_jax.train.train_state import create_train_state, train_state_from_params
@@ -43,11 +43,14 @@ from vagent_jax.train.train_state import create_train_state, train_state_from_pa
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
-    """The run's tokenizer: an existing file/dir (`path`), or SentencePiece trained on the demo text."""
+    """The run's tokenizer: an existing file/dir (`path`), or SentencePiece trained on the demo text.
+
+    With init_from the tokenizer comes from that directory; template null means ChatML for a new
+    tokenizer and the checkpoint's own (tokenizer_config.json's when ChatML or Llama 3) with init_from."""
 
     path: str | None = None
     vocab_size: int = 512
-    template: Literal["chatml", "llama3"] = "chatml"
+    template: Literal["chatml", "llama3"] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,9 @@ class SFTConfig:
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig(vocab_size=512, d_model=128, n_layers=3, n_heads=4, n_kv_heads=2,
                                      head_dim=32, d_ff=384, max_seq_len=512)
-    init_from: str | None = None  # a vagent run directory whose newest checkpoint starts this run
+    # a vagent run directory (its newest checkpoint's params) or a Hugging Face model directory (config.json,
+    # safetensors, tokenizer) starts this run; `model:` keys then only set dtype/remat or must agree with it
+    init_from: str | None = None
     steps: int = 300
     batch_size: int = 16
     seq_len: int = 256
@@ -89,6 +94,10 @@ class SFTConfig:
                 f"must be in [0, 1), got {self.direct_demo_fraction}")
         require(self.demos == "env" or self.direct_demo_fraction == 0.0, "direct_demo_fraction",
                 "applies to demos 'env' only")
+        require(not (self.init_from and self.tokenizer.path), "tokenizer.path",
+                "init_from brings its own tokenizer; remove tokenizer.path")
+        if self.init_from:  # the model comes from the checkpoint: checked against it in run_sft
+            return
         require(bool(self.tokenizer.path) or self.model.vocab_size >= self.tokenizer.vocab_size, "model.vocab_size",
                 f"{self.model.vocab_size} is smaller than tokenizer.vocab_size {self.tokenizer.vocab_size}")
         require(self.seq_len <= self.model.max_seq_len, "seq_len",
@@ -154,11 +163,13 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     out = check_writable(cfg.out_dir, "sft")
     chats = primary_first(lambda: demo_conversations(cfg), "vagent-sft-demos")
     mesh = run_mesh(cfg.mesh, cfg.num_devices)
-    model_cfg, template = cfg.model, cfg.tokenizer.template
-    init = load_policy(cfg.init_from, mesh) if cfg.init_from else None
+    model_cfg, template = cfg.model, cfg.tokenizer.template or "chatml"
+    init = load_policy(cfg.init_from, mesh, expect_model=cfg.model, model_default=SFTConfig().model,
+                       template=cfg.tokenizer.template) if cfg.init_from else None
     if init is not None:
-        model_cfg, template, tok = init.model, init.template, init.tokenizer
-        tok_path = read_policy_meta(init.run_dir)[3]
+        model_cfg, template, tok, tok_path = init.model, init.template, init.tokenizer, init.tokenizer_path
+        require(cfg.seq_len <= model_cfg.max_seq_len, "seq_len",
+                f"{cfg.seq_len} exceeds max_seq_len {model_cfg.max_seq_len} of the policy in {cfg.init_from}")
     else:
         tok = primary_first(lambda: run_tokenizer(cfg, out, chats), "vagent-sft-tokenizer")
         tok_path = Path(cfg.tokenizer.path) if cfg.tokenizer.path else out / "tokenizer"
