@@ -117,6 +117,15 @@ def test_bad_input_stops_before_any_compile(monkeypatch, policy_dir):
         compile_config(tiny_sft(), "v5e-3")
 
 
+def test_replicated_weights_stop_compile_naming_them(monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("a replicated layout reached the compile stage")
+
+    monkeypatch.setattr(aot_compile, "_compile", no_compile)
+    with pytest.raises(ConfigError, match=r"axis 'tensor'.*\['embed'\] \[255, 64\]"):  # 255 rows do not split in 2
+        compile_config(tiny_sft(mesh={"fsdp": 2, "tensor": 2}), "v5e:2x2", model_overrides=["vocab_size=255"])
+
+
 def test_cli_bad_input_exits_2(tmp_path, capsys):
     cfg = tmp_path / "sft.yaml"
     cfg.write_text("batch_size: 6\nmicro_batches: 2\n")

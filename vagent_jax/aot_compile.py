@@ -26,7 +26,7 @@ from vagent_jax.aot_report import (CompileReport, ProgramReport, decode_model_fl
                                    train_model_flops)
 from vagent_jax.config import ConfigError, from_dict, load_config, merge_overrides, require, to_dict
 from vagent_jax.models.config import PRESETS, ModelConfig, from_hf_config
-from vagent_jax.sharding import MESH_AXES, MeshConfig
+from vagent_jax.sharding import MESH_AXES, MeshConfig, check_params_sharded
 from vagent_jax.tpu_topology import GiB, Topology, parse_topology, topology_devices
 from vagent_jax.train.rl_run import RLConfig
 from vagent_jax.train.sft_run import SFTConfig
@@ -203,6 +203,7 @@ def compile_config(cfg: SFTConfig | RLConfig, topology: str, *, config_name: str
     mesh_shape = cfg.mesh.shape(topo.num_chips)  # ConfigError naming 'mesh' when it does not divide
     check_shapes(cfg, model, mesh_shape)
     mesh = build_mesh(cfg.mesh, topology_devices(topo))
+    check_params_sharded(abstract_params(model, mesh), mesh, cfg.mesh.max_replicated_fraction)
     if isinstance(cfg, SFTConfig):
         kind, programs = "sft", _sft_programs(cfg, model, mesh, topo)
     else:

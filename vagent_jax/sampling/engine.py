@@ -9,6 +9,11 @@ two (rows and tokens), so a run compiles at most log2(B) * log2(S) prefill progr
 with the same static settings reuses what an earlier one compiled. Sampling noise is drawn per (engine
 seed, request seed, position) (`submit(..., seed=)`), so a request's tokens do not depend on its slot,
 on the other requests or on how decoding is cut into calls (up to float rounding of the logits).
+
+Built with a `mesh`, the slot state (KV cache included) is sharded on it by the run's logical-axis rules
+(engine_steps.state_shardings) and the programs keep it so; the parameters are whatever arrays the
+engine is handed, used in place. An RL run builds one engine and, each step, hands it the new params
+(`set_params`, no copy) and a new seed (`reset`): no recompilation, no rebuilt state.
 """
 from __future__ import annotations
 
@@ -20,13 +25,14 @@ from typing import Any, Literal, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from vagent_jax.config import require
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import dtype_of
-from vagent_jax.sampling.engine_steps import (REASONS, StepConsts, decode_chunk_jit, init_state, prefill_jit,
-                                              slot_row_jit)
+from vagent_jax.sampling.engine_steps import (REASONS, StepConsts, decode_chunk_jit, init_state, mesh_programs,
+                                              prefill_jit, slot_row_jit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +117,7 @@ class DecodeEngine:
     """Slot-based batched decoding over one params pytree (shared with training, never copied)."""
 
     def __init__(self, params: Any, model_cfg: ModelConfig, cfg: EngineConfig, stop_token_ids: Sequence[int],
-                 stop_sequences: Sequence[Sequence[int]] = (), seed: int = 0):
+                 stop_sequences: Sequence[Sequence[int]] = (), seed: int = 0, mesh: Mesh | None = None):
         cfg.validate(model_cfg.vocab_size)
         V = model_cfg.vocab_size
         stop_token_ids = _check_ids(stop_token_ids, V, "stop_token_ids")
@@ -121,18 +127,25 @@ class DecodeEngine:
         self.params, self.model_cfg, self.cfg = params, model_cfg, cfg
         B, S = cfg.batch_slots, cfg.max_len
         cache_dtype = None if cfg.cache_dtype == "auto" else dtype_of(cfg.cache_dtype)
-        self.state = init_state(model_cfg, B, S, cache_dtype)
+        if mesh is None:  # one device: the module-level programs, shared by every engine
+            self._prefill, self._decode, self._row = prefill_jit, decode_chunk_jit, slot_row_jit
+            self.state = init_state(model_cfg, B, S, cache_dtype)
+            self._place = lambda x: x  # noqa: E731
+        else:
+            progs = mesh_programs(mesh, model_cfg, B, S, cache_dtype)
+            self._prefill, self._decode, self._row = progs.prefill, progs.decode_chunk, progs.slot_row
+            self.state = progs.init()
+            self._place = lambda x: jax.device_put(x, progs.replicated)  # noqa: E731
+        self.mesh = mesh
         m = max([len(s) for s in stop_sequences] + [1])
         seqs = np.full((len(stop_sequences), m), -1, np.int32)
         for i, s in enumerate(stop_sequences):
             seqs[i, m - len(s):] = s
         T, k, p, mp = cfg.sampling.row_arrays(B)
-        self.consts = StepConsts(T, k, p, mp, jnp.asarray(stop_token_ids or [-1], jnp.int32),
-                                 jnp.asarray(seqs), jnp.asarray(cfg.max_new_tokens, jnp.int32),
-                                 jnp.asarray(cfg.deepconf_window, jnp.int32))
+        self.consts = self._place(StepConsts(T, k, p, mp, jnp.asarray(stop_token_ids or [-1], jnp.int32),
+                                             jnp.asarray(seqs), jnp.asarray(cfg.max_new_tokens, jnp.int32),
+                                             jnp.asarray(cfg.deepconf_window, jnp.int32)))
         self._static = dict(cfg=model_cfg, conf_k=cfg.sampling.conf_k, impl=cfg.impl)
-        self._key = jax.random.key(seed)  # the same key every call: noise comes from (request seed, position)
-        self._submitted = 0
         self._shapes: set[tuple] = set()
         self._slot_of: dict[Any, int] = {}
         self._req_of: dict[int, Any] = {}
@@ -141,6 +154,23 @@ class DecodeEngine:
         self._last = np.zeros(B, np.int64)  # after the last step
         self._running: set[int] = set()
         self._pending: deque = deque()  # (request_id, ids, fresh, threshold, request seed)
+        self.reset(seed)
+
+    def set_params(self, params: Any) -> None:
+        """Decode with `params` from now on (the caller's arrays, not a copy; same tree, shapes and layout as
+        before, so nothing recompiles). Only between requests' turns, as a training step would."""
+        if jax.tree.structure(params) != jax.tree.structure(self.params):
+            raise ValueError("DecodeEngine.set_params: the new params tree differs from the engine's")
+        self.params = params
+
+    def reset(self, seed: int) -> None:
+        """Start over with engine seed `seed` (as a new engine would) keeping the state buffers and compiled
+        programs; the engine must hold no request."""
+        if self._slot_of or self._pending:
+            raise RuntimeError(f"DecodeEngine.reset: {len(self._slot_of) + len(self._pending)} request(s) are "
+                               "still in the engine; finish them first")
+        self._key = self._place(jax.random.key(seed))  # the same key every call: noise from (request seed, pos)
+        self._submitted = 0
 
     # ----- requests -------------------------------------------------------------------------------------
     @property
@@ -202,7 +232,7 @@ class DecodeEngine:
         del self._req_of[slot]
         self._running.discard(slot)
         n = int(self._pos[slot]) + 1
-        row = jax.device_get(slot_row_jit(self.state, jnp.asarray(slot, jnp.int32)))
+        row = jax.device_get(self._row(self.state, jnp.asarray(slot, jnp.int32)))
         get = lambda k: np.asarray(row[k][:n])  # noqa: E731
         return Trajectory(request_id, get("tokens"), get("gen_mask"), get("logprob"), get("sample_logprob"),
                           get("entropy"), get("confidence"), REASONS[int(row["reason"])])
@@ -251,7 +281,7 @@ class DecodeEngine:
                 thr[i] = t if t is not None else cur_thr[slot]
                 self._turn_start[slot] = start + len(ids)
             self._shapes.add(("prefill", n, P))
-            self.state = prefill_jit(self.params, self.state, jnp.asarray(slots), jnp.asarray(toks),
+            self.state = self._prefill(self.params, self.state, jnp.asarray(slots), jnp.asarray(toks),
                                      jnp.asarray(lens), jnp.asarray(starts), jnp.asarray(fresh),
                                      jnp.asarray(thr), jnp.asarray(seeds), self._key, self.consts,
                                      **self._static)
@@ -273,8 +303,8 @@ class DecodeEngine:
         if active.any():
             kv_len = self._kv_bucket(int(pos[active].max()))
             self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps, kv_len))
-            self.state = decode_chunk_jit(self.params, self.state, self._key, self.consts,
-                                          steps=self.cfg.chunk_steps, kv_len=kv_len, **self._static)
+            self.state = self._decode(self.params, self.state, self._key, self.consts,
+                                      steps=self.cfg.chunk_steps, kv_len=kv_len, **self._static)
         active, reason, pos, last = jax.device_get(
             (self.state["active"], self.state["reason"], self.state["pos"], self.state["last"]))
         self._pos[:], self._last[:] = pos, last

@@ -1,7 +1,9 @@
 """`vagent rl CONFIG`: the RL loop. Each step: draw prompts (grain iterator), roll out G samples each with
 the decode engine and the environment workers, shape rewards, drop zero-signal groups and draw more
 (DAPO dynamic sampling, capped rounds), compute group advantages, update (on-policy: one update per
-batch by default), log, checkpoint. The engine decodes with the train state's own device params (no copy).
+batch by default), log, checkpoint. One decode engine serves the whole run: its KV cache is sharded on the
+run's mesh by the training rules table, and each step it decodes with the train state's own device params
+(no copy, no recompilation).
 
 Exact resume: the step's rollout seed and update key are fold_in(seed, step); rollouts run in lockstep
 with the environment by default (`rollout_lockstep`), so their result does not depend on worker timing;
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vagent_jax.aot_inputs import abstract_params
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import require
 from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, train_tasks
@@ -37,7 +40,7 @@ from vagent_jax.rl.rollout_batch import (RewardShapingConfig, group_advantages, 
                                          shaped_rewards, update_batch)
 from vagent_jax.rollout import RolloutRunner
 from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
-from vagent_jax.sharding import MeshConfig
+from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
 from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, local_params,
@@ -115,6 +118,7 @@ class RLTrainer:
         self.mesh = run_mesh(cfg.mesh, cfg.num_devices)
         init = load_policy(cfg.init_from, self.mesh)
         self.model, self.tok, self.template = init.model, init.tokenizer, init.template
+        check_params_sharded(abstract_params(self.model, self.mesh), self.mesh, cfg.mesh.max_replicated_fraction)
         cfg.engine.validate(self.model.vocab_size)
         require(cfg.engine.max_len <= self.model.max_seq_len, "engine.max_len",
                 f"{cfg.engine.max_len} exceeds the policy's max_seq_len {self.model.max_seq_len}")
@@ -145,6 +149,10 @@ class RLTrainer:
                          if cfg.updates_per_batch > 1 else None)
         self.stop_ids = stop_token_ids(self.template, self.tok)
         self.key = jax.random.key(cfg.seed)
+        # One engine per run, its KV cache sharded on the run's mesh; each step hands it the new params.
+        # Multi-host: still a per-host engine on a local params copy (docs/multihost.md).
+        self.engine = DecodeEngine(local_params(self.state.params), self.model, cfg.engine, self.stop_ids,
+                                   mesh=self.mesh if jax.process_count() == 1 else None)
 
     def _level_iterator(self):  # noqa: ANN202
         """This process's task shards at the current curriculum level (tasks.difficulty without a curriculum)."""
@@ -172,8 +180,9 @@ class RLTrainer:
         """Rollout rounds until prompts_per_step groups carry signal (or max_rounds); returns the kept
         groups' results, their shaped rewards, every result of the step, and counters."""
         cfg, G = self.cfg, self.cfg.group_size
-        engine = DecodeEngine(local_params(self.state.params), self.model, cfg.engine, self.stop_ids,
-                              seed=cfg.seed * 1_000_003 + step)
+        engine = self.engine
+        engine.set_params(local_params(self.state.params))  # the updated params, used in place
+        engine.reset(seed=cfg.seed * 1_000_003 + step)
         runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, lockstep=cfg.rollout_lockstep)
         kept: list = []
         kept_r: list = []
