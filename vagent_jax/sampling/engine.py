@@ -13,7 +13,9 @@ on the other requests or on how decoding is cut into calls (up to float rounding
 Built with a `mesh`, the slot state (KV cache included) is sharded on it by the run's logical-axis rules
 (engine_steps.state_shardings) and the programs keep it so; the parameters are whatever arrays the
 engine is handed, used in place. An RL run builds one engine and, each step, hands it the new params
-(`set_params`, no copy) and a new seed (`reset`): no recompilation, no rebuilt state.
+(`set_params`, no copy) and a new seed (`reset`): no recompilation, no rebuilt state. On a mesh spanning
+several processes every host owns the slots on its devices and all hosts step together (`sync_step`, see
+engine_hosts): the parameters stay globally sharded, no host gathers them.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from vagent_jax.config import require
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import dtype_of
-from vagent_jax.sampling.engine_steps import (REASONS, StepConsts, decode_chunk_jit, init_state, mesh_programs,
+from vagent_jax.sampling.engine_hosts import HostIO
+from vagent_jax.sampling.engine_steps import (ROW_FIELDS, REASONS, StepConsts, decode_chunk_jit, init_state, mesh_programs,
                                               prefill_jit, slot_row_jit)
 
 
@@ -130,26 +133,28 @@ class DecodeEngine:
         if mesh is None:  # one device: the module-level programs, shared by every engine
             self._prefill, self._decode, self._row = prefill_jit, decode_chunk_jit, slot_row_jit
             self.state = init_state(model_cfg, B, S, cache_dtype)
-            self._place = lambda x: x  # noqa: E731
+            self._io = HostIO(None, None, B)
         else:
             progs = mesh_programs(mesh, model_cfg, B, S, cache_dtype)
             self._prefill, self._decode, self._row = progs.prefill, progs.decode_chunk, progs.slot_row
             self.state = progs.init()
-            self._place = lambda x: jax.device_put(x, progs.replicated)  # noqa: E731
-        self.mesh = mesh
+            self._io = HostIO(mesh, progs.state_shardings["pos"], B)
+        self.mesh, self.collective = mesh, self._io.collective
         m = max([len(s) for s in stop_sequences] + [1])
         seqs = np.full((len(stop_sequences), m), -1, np.int32)
         for i, s in enumerate(stop_sequences):
             seqs[i, m - len(s):] = s
         T, k, p, mp = cfg.sampling.row_arrays(B)
-        self.consts = self._place(StepConsts(T, k, p, mp, jnp.asarray(stop_token_ids or [-1], jnp.int32),
-                                             jnp.asarray(seqs), jnp.asarray(cfg.max_new_tokens, jnp.int32),
-                                             jnp.asarray(cfg.deepconf_window, jnp.int32)))
+        self.consts = self._io.put(StepConsts(*(np.asarray(x) for x in (T, k, p, mp)),
+                                              np.asarray(stop_token_ids or [-1], np.int32), seqs,
+                                              np.asarray(cfg.max_new_tokens, np.int32),
+                                              np.asarray(cfg.deepconf_window, np.int32)))
         self._static = dict(cfg=model_cfg, conf_k=cfg.sampling.conf_k, impl=cfg.impl)
         self._shapes: set[tuple] = set()
         self._slot_of: dict[Any, int] = {}
         self._req_of: dict[int, Any] = {}
         self._turn_start = np.zeros(B, np.int64)
+        self._thr = np.full(B, -np.inf, np.float32)  # host mirror of each slot's DeepConf threshold
         self._pos = np.zeros(B, np.int64)  # host mirrors of each slot's position and pending token
         self._last = np.zeros(B, np.int64)  # after the last step
         self._running: set[int] = set()
@@ -169,15 +174,16 @@ class DecodeEngine:
         if self._slot_of or self._pending:
             raise RuntimeError(f"DecodeEngine.reset: {len(self._slot_of) + len(self._pending)} request(s) are "
                                "still in the engine; finish them first")
-        self._key = self._place(jax.random.key(seed))  # the same key every call: noise from (request seed, pos)
+        self._key = self._io.put_key(seed)  # the same key every call: noise from (request seed, position)
         self._submitted = 0
 
     # ----- requests -------------------------------------------------------------------------------------
     @property
     def free_slots(self) -> int:
-        """Slots not holding a request (running or waiting for an observation), minus queued fresh requests."""
+        """Slots (of this host) not holding a request (running or awaiting an observation), minus queued
+        fresh requests."""
         queued = sum(1 for r in self._pending if r[2])
-        return self.cfg.batch_slots - len(self._slot_of) - queued
+        return len(self._io.own_slots) - len(self._slot_of) - queued
 
     @property
     def has_work(self) -> bool:
@@ -232,16 +238,20 @@ class DecodeEngine:
         del self._req_of[slot]
         self._running.discard(slot)
         n = int(self._pos[slot]) + 1
-        row = jax.device_get(self._row(self.state, jnp.asarray(slot, jnp.int32)))
+        if self.collective:  # from this host's own shards: no collective, hosts finish independently
+            row = {k: self._io.row(self.state[k], slot) for k in ROW_FIELDS}
+        else:
+            row = jax.device_get(self._row(self.state, jnp.asarray(slot, jnp.int32)))
         get = lambda k: np.asarray(row[k][:n])  # noqa: E731
         return Trajectory(request_id, get("tokens"), get("gen_mask"), get("logprob"), get("sample_logprob"),
                           get("entropy"), get("confidence"), REASONS[int(row["reason"])])
 
     # ----- the loop -------------------------------------------------------------------------------------
-    def _admit(self) -> None:
-        """Prefill waiting requests (fresh ones only into free slots), grouped by token bucket."""
+    def _admit(self, alive: bool = True) -> bool:
+        """Prefill waiting requests (fresh ones only into free slots), grouped by token bucket; multi-host,
+        every host's admissions in one global list. Returns whether any host is alive or has work."""
         B, S = self.cfg.batch_slots, self.cfg.max_len
-        free = [s for s in range(B) if s not in self._req_of]
+        free = [s for s in self._io.own_slots if s not in self._req_of]
         batch = []
         keep: deque = deque()
         while self._pending:
@@ -259,6 +269,8 @@ class DecodeEngine:
                 thr = None
             batch.append((slot, ids, start, fresh, thr, req_seed))
         self._pending = keep
+        parts = self._io.exchange((batch, alive or bool(self._running)))
+        batch = [item for part, _ in parts for item in part]  # process order: the same list on every host
         groups: dict[int, list] = {}
         for item in batch:
             P = _bucket(len(item[1]), self.cfg.min_prefill_bucket, S)
@@ -272,21 +284,21 @@ class DecodeEngine:
             fresh = np.zeros(n, bool)
             thr = np.full(n, -np.inf, np.float32)
             seeds = np.zeros(n, np.uint32)
-            cur_thr = np.asarray(jax.device_get(self.state["threshold"]))
             for i, (slot, ids, start, fr, t, rs) in enumerate(items):
                 if start + len(ids) > S - 1:  # no room for the observation: clip, the slot ends at max_length
                     ids = ids[: max(1, S - 1 - start)]
                 slots[i], lens[i], starts[i], fresh[i], seeds[i] = slot, len(ids), start, fr, rs
                 toks[i, : len(ids)] = ids
-                thr[i] = t if t is not None else cur_thr[slot]
+                thr[i] = self._thr[slot] = t if t is not None else self._thr[slot]
                 self._turn_start[slot] = start + len(ids)
             self._shapes.add(("prefill", n, P))
-            self.state = self._prefill(self.params, self.state, jnp.asarray(slots), jnp.asarray(toks),
-                                     jnp.asarray(lens), jnp.asarray(starts), jnp.asarray(fresh),
-                                     jnp.asarray(thr), jnp.asarray(seeds), self._key, self.consts,
-                                     **self._static)
+            self.state = self._prefill(self.params, self.state, *self._io.put((slots, toks, lens, starts, fresh, thr,
+                                                                                seeds)),
+                                       self._key, self.consts, **self._static)
             for slot, *_ in items:
-                self._running.add(slot)
+                if slot in self._req_of:  # this host's slot (multi-host: the others belong to other hosts)
+                    self._running.add(slot)
+        return any(a for _, a in parts) or bool(batch)
 
     def _kv_bucket(self, max_pos: int) -> int:
         """Cache slots a decode chunk attends over: the power of two (>= min_kv_bucket) covering every
@@ -295,29 +307,41 @@ class DecodeEngine:
         return _bucket(reach, self.cfg.min_kv_bucket, self.cfg.max_len)
 
     def step(self) -> list[TurnEnd]:
-        """Admit waiting requests, run one decode chunk if any slot is active, return the turns that ended."""
-        self._admit()
-        if not self._running:
-            return []
-        active, pos = jax.device_get((self.state["active"], self.state["pos"]))
+        """Admit waiting requests, run one decode chunk if any slot is active, return the turns that ended.
+        Multi-host engines step through `sync_step` (every host at once)."""
+        if self.collective:
+            raise RuntimeError("DecodeEngine.step: a multi-host engine steps with sync_step(alive) on every host")
+        return self._step(True)[0]
+
+    def sync_step(self, alive: bool) -> tuple[list[TurnEnd], bool]:
+        """One step taken by every host together (collective): alive says this host still has trajectories
+        (decoding or awaiting their environment). Returns this host's ended turns and whether any host is
+        still alive; the hosts stop calling together once it is False."""
+        return self._step(alive)
+
+    def _step(self, alive: bool) -> tuple[list[TurnEnd], bool]:
+        anyone = self._admit(alive)
+        if not self.collective and not self._running:
+            return [], anyone
+        active, pos = self._io.get((self.state["active"], self.state["pos"]))
         if active.any():
             kv_len = self._kv_bucket(int(pos[active].max()))
             self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps, kv_len))
             self.state = self._decode(self.params, self.state, self._key, self.consts,
                                       steps=self.cfg.chunk_steps, kv_len=kv_len, **self._static)
-        active, reason, pos, last = jax.device_get(
+        active, reason, pos, last = self._io.get(
             (self.state["active"], self.state["reason"], self.state["pos"], self.state["last"]))
         self._pos[:], self._last[:] = pos, last
         ended = [s for s in self._running if not active[s]]
         if not ended:
-            return []
-        tokens = np.asarray(jax.device_get(self.state["tokens"]))
+            return [], anyone
+        tokens = self._io.get_rows(self.state["tokens"])
         out = []
         for s in sorted(ended):
             self._running.discard(s)
             a, b = int(self._turn_start[s]), int(pos[s]) + 1
             out.append(TurnEnd(self._req_of[s], REASONS[int(reason[s])], tokens[s, a:b].tolist()))
-        return out
+        return out, anyone
 
     def generate(self, prompts: Sequence[Sequence[int]], thresholds: Sequence[float] | None = None) -> list[Trajectory]:
         """Single-turn convenience: run every prompt to its first stop, more prompts than slots included."""

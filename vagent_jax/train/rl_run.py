@@ -10,8 +10,8 @@ with the environment by default (`rollout_lockstep`), so their result does not d
 the checkpoint holds params, optimizer state, step, the iterator position and the entropy controller.
 
 Multi-host (train/multihost.py): each process draws its own shards' prompts (ShardedTaskIterator), rolls
-them out with its own engine (a local copy of the params) and env pool, numbering requests by their
-global index in the step so sampled tokens do not depend on the host. The rollouts are then gathered
+them out in its own slots of the run's one engine (params globally sharded, never gathered; every host
+steps the engine together) with its own env pool, numbering requests by their global index in the step so sampled tokens do not depend on the host. The rollouts are then gathered
 to every process, so dynamic sampling, advantages, the update batch and the logged metrics are global
 and the same everywhere; the update runs on the global mesh; process 0 alone writes metrics and files.
 """
@@ -43,8 +43,8 @@ from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
 from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
-from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, local_params,
-                                        primary_first, to_host)
+from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, primary_first,
+                                        to_host)
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, read_policy_meta, write_policy_meta
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
@@ -150,9 +150,7 @@ class RLTrainer:
         self.stop_ids = stop_token_ids(self.template, self.tok)
         self.key = jax.random.key(cfg.seed)
         # One engine per run, its KV cache sharded on the run's mesh; each step hands it the new params.
-        # Multi-host: still a per-host engine on a local params copy (docs/multihost.md).
-        self.engine = DecodeEngine(local_params(self.state.params), self.model, cfg.engine, self.stop_ids,
-                                   mesh=self.mesh if jax.process_count() == 1 else None)
+        self.engine = DecodeEngine(self.state.params, self.model, cfg.engine, self.stop_ids, mesh=self.mesh)
 
     def _level_iterator(self):  # noqa: ANN202
         """This process's task shards at the current curriculum level (tasks.difficulty without a curriculum)."""
@@ -181,7 +179,7 @@ class RLTrainer:
         groups' results, their shaped rewards, every result of the step, and counters."""
         cfg, G = self.cfg, self.cfg.group_size
         engine = self.engine
-        engine.set_params(local_params(self.state.params))  # the updated params, used in place
+        engine.set_params(self.state.params)  # the updated params, used where they lie (no gather)
         engine.reset(seed=cfg.seed * 1_000_003 + step)
         runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, lockstep=cfg.rollout_lockstep)
         kept: list = []
