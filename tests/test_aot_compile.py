@@ -157,8 +157,10 @@ def test_rl_compiles_update_and_decode_for_v5e(policy_dir):
     cfg = tiny_rl(str(policy_dir))
     report = compile_config(cfg, "v5e:2x2", config_name="tiny-rl")
     names = [p.name for p in report.programs]
-    assert names == ["rl_step", "decode_chunk x1"]
-    step, decode = report.programs
+    assert names == ["rl_step", "decode_chunk x1 kv 64", "prefill 4 x 64"]  # the engine's largest buckets
+    step, decode, prefill = report.programs
+    assert prefill.alias_bytes > 0 and decode.alias_bytes > 0  # the engine's programs donate the slot state
+    assert prefill.resident_bytes == decode.resident_bytes > 0
     assert step.resident_bytes == 0 and step.alias_bytes > 0
     # while decoding, the AdamW moments stay in HBM: resident is this chip's shard of them
     assert decode.resident_bytes > 0 and decode.peak_bytes > decode.argument_bytes

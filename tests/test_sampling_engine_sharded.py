@@ -21,8 +21,8 @@ from vagent_jax.train.train_state import param_shardings
 # (2 per fsdp shard). init_std 0.5: peaked logits, so greedy argmax has no near-ties across layouts.
 CFG = ModelConfig(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128,
                   qk_norm=True, tie_embeddings=False, max_seq_len=64, init_std=0.5)
-ENGINE = EngineConfig(batch_slots=8, max_len=64, max_new_tokens=8, chunk_steps=4, min_prefill_bucket=16,
-                      min_prefill_rows=8, min_kv_bucket=16, sampling=SamplingConfig(temperature=0.0))
+ENGINE = EngineConfig(batch_slots=8, max_len=64, max_new_tokens=8, chunk_steps=4, min_prefill_bucket=32,
+                      min_prefill_rows=8, min_kv_bucket=32, sampling=SamplingConfig(temperature=0.0))
 SAMPLED = EngineConfig(**{**ENGINE.__dict__, "sampling": SamplingConfig(temperature=1.0)})
 
 
@@ -89,7 +89,7 @@ def test_one_engine_takes_new_params_each_step_without_recompiling(mesh):
         assert all(x.sharding == s for x, s in zip(jax.tree.leaves(eng.state),
                                                    jax.tree.leaves(progs.state_shardings)))
     assert counts[2] == counts[1] == counts[0], counts  # steps 2 and 3 compiled nothing
-    assert eng.compiled_programs <= 2 * 2 + 3  # prefill (rows 8) x (tokens 16, 32) + kv buckets 16, 32, 64
+    assert eng.compiled_programs <= 1 + 2  # prefill (8 rows x 32 tokens) + kv buckets 32, 64
     with pytest.raises(ValueError, match="params tree"):
         eng.set_params({"embed": jnp.zeros((2, 2))})
     eng.submit("x", [1, 2, 3])

@@ -1,8 +1,10 @@
 """`vagent compile CONFIG --topology NAME`: compile a run's programs ahead of time for a TPU slice on a
 CPU machine (libtpu's compile-only topology), with abstract inputs, and check they fit in HBM.
 
-An SFT config compiles the SFT step; an RL config compiles the DAPO update step, the decode chunk and,
-when updates_per_batch > 1, the old-log-prob pass. The model comes from SFTConfig.model (or the policy
+An SFT config compiles the SFT step; an RL config compiles the DAPO update step, the decode engine's own
+programs at their largest buckets (a decode chunk over all max_len cache positions, a prefill of every
+slot over max_len tokens) with the shardings the engine runs them with, and, when updates_per_batch > 1,
+the old-log-prob pass. The model comes from SFTConfig.model (or the policy
 in init_from), for RL from init_from's policy.json, else its HF config.json, else the `--model` preset;
 `model.KEY=VALUE` overrides then adjust it (e.g. model.remat=full). Every shape check runs before any
 compile and names the key at fault. See aot_report for what is measured and how time/MFU are estimated.
@@ -19,9 +21,9 @@ import numpy as np
 import yaml
 from jax.sharding import Mesh
 
-from vagent_jax.aot_inputs import (abstract_decode_state, abstract_key, abstract_params, abstract_rl_batch,
-                                   abstract_sft_batch, abstract_step_consts, abstract_train_state,
-                                   per_device_bytes)
+from vagent_jax.aot_inputs import (abstract_decode_state, abstract_key, abstract_params, abstract_prefill_inputs,
+                                   abstract_rl_batch, abstract_sft_batch, abstract_step_consts,
+                                   abstract_train_state, per_device_bytes)
 from vagent_jax.aot_report import (CompileReport, ProgramReport, decode_model_flops, logprob_model_flops,
                                    train_model_flops)
 from vagent_jax.config import ConfigError, from_dict, load_config, merge_overrides, require, to_dict
@@ -162,7 +164,8 @@ def _sft_programs(cfg: SFTConfig, model: ModelConfig, mesh: Mesh, topo: Topology
 
 
 def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) -> list[ProgramReport]:
-    from vagent_jax.sampling.engine_steps import decode_chunk_jit
+    from vagent_jax.models.transformer import dtype_of
+    from vagent_jax.sampling.engine_steps import mesh_programs
     from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 
     eng, T = cfg.engine, cfg.engine.max_len
@@ -179,11 +182,18 @@ def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) 
                     train_model_flops(model, rows // cfg.updates_per_batch, T), topo)]
     st = abstract_decode_state(model, eng.batch_slots, T, eng.cache_dtype, mesh)
     consts = abstract_step_consts(eng.batch_slots, 2, mesh)
+    # The engine's own jitted programs on this mesh (state out_shardings included) at their largest buckets:
+    # a prefill of every slot over the whole cache, a decode chunk attending over all max_len positions.
+    progs = mesh_programs(mesh, model, eng.batch_slots, T, None if eng.cache_dtype == "auto" else dtype_of(eng.cache_dtype))
+    static = dict(cfg=model, conf_k=eng.sampling.conf_k, impl=eng.impl)
     out.append(_compile(
-        f"decode_chunk x{eng.chunk_steps}",
-        lambda: decode_chunk_jit.lower(state.params, st, key, consts, cfg=model, steps=eng.chunk_steps,
-                                       conf_k=eng.sampling.conf_k, impl=eng.impl),
+        f"decode_chunk x{eng.chunk_steps} kv {T}",
+        lambda: progs.decode_chunk.lower(state.params, st, key, consts, steps=eng.chunk_steps, kv_len=T, **static),
         resident, decode_model_flops(model, eng.batch_slots, T, eng.chunk_steps), topo))
+    pre = abstract_prefill_inputs(eng.batch_slots, T, mesh)
+    out.append(_compile(f"prefill {eng.batch_slots} x {T}",
+                        lambda: progs.prefill.lower(state.params, st, *pre, key, consts, **static),
+                        resident, logprob_model_flops(model, eng.batch_slots, T), topo))
     if cfg.updates_per_batch > 1:
         lp = make_compute_logprobs(model, mesh, cfg.micro_batches).jitted  # type: ignore[attr-defined]
         lp_batch = {k: v for k, v in abstract_rl_batch(rows, T, mesh, old_logp=False).items()

@@ -292,9 +292,8 @@ class DecodeEngine:
                 thr[i] = self._thr[slot] = t if t is not None else self._thr[slot]
                 self._turn_start[slot] = start + len(ids)
             self._shapes.add(("prefill", n, P))
-            self.state = self._prefill(self.params, self.state, *self._io.put((slots, toks, lens, starts, fresh, thr,
-                                                                                seeds)),
-                                       self._key, self.consts, **self._static)
+            host = self._io.put((slots, toks, lens, starts, fresh, thr, seeds))
+            self.state = self._prefill(self.params, self.state, *host, self._key, self.consts, **self._static)
             for slot, *_ in items:
                 if slot in self._req_of:  # this host's slot (multi-host: the others belong to other hosts)
                     self._running.add(slot)
