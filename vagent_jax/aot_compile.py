@@ -163,8 +163,23 @@ def _sft_programs(cfg: SFTConfig, model: ModelConfig, mesh: Mesh, topo: Topology
                      train_model_flops(model, cfg.batch_size, cfg.seq_len), topo)]
 
 
-def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) -> list[ProgramReport]:
+@dataclasses.dataclass(frozen=True)
+class Lowering:
+    """One program of a run, ready to lower: its key (name and shape bucket), useful FLOPs and the bytes
+    that stay resident in HBM beside it."""
+
+    key: tuple
+    lower: Callable[[], Any]
+    model_flops: float
+    resident: int
+
+
+def rl_lowerings(cfg: RLConfig, model: ModelConfig, mesh: Mesh) -> dict[tuple, Lowering]:
+    """Every program an RL run on `mesh` can execute, keyed as the run names them: ("rl_step", rows, T),
+    ("old_logprobs", rows, T) when updates_per_batch > 1, and each engine bucket of
+    engine.reachable_programs; all with the run's shardings (train state, the engine's own jitted programs)."""
     from vagent_jax.models.transformer import dtype_of
+    from vagent_jax.sampling.engine import reachable_programs
     from vagent_jax.sampling.engine_steps import mesh_programs
     from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 
@@ -176,32 +191,52 @@ def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) 
     # policy stay in HBM without being arguments of that program.
     resident = per_device_bytes(state.opt_state) + (per_device_bytes(ref) if ref is not None else 0)
     step = make_rl_step(model, cfg.optimizer, cfg.loss, mesh, cfg.micro_batches, max_len=T)
-    batch = abstract_rl_batch(rows // cfg.updates_per_batch, T, mesh, old_logp=cfg.updates_per_batch > 1)
+    per_update = rows // cfg.updates_per_batch
+    batch = abstract_rl_batch(per_update, T, mesh, old_logp=cfg.updates_per_batch > 1)
     key = abstract_key(mesh)
-    out = [_compile("rl_step", lambda: step.lower(state, batch, key, 0.0, ref), 0,
-                    train_model_flops(model, rows // cfg.updates_per_batch, T), topo)]
-    st = abstract_decode_state(model, eng.batch_slots, T, eng.cache_dtype, mesh)
-    consts = abstract_step_consts(eng.batch_slots, 2, mesh)
-    # The engine's own jitted programs on this mesh (state out_shardings included) at their largest buckets:
-    # a prefill of every slot over the whole cache, a decode chunk attending over all max_len positions.
-    progs = mesh_programs(mesh, model, eng.batch_slots, T, None if eng.cache_dtype == "auto" else dtype_of(eng.cache_dtype))
-    static = dict(cfg=model, conf_k=eng.sampling.conf_k, impl=eng.impl)
-    out.append(_compile(
-        f"decode_chunk x{eng.chunk_steps} kv {T}",
-        lambda: progs.decode_chunk.lower(state.params, st, key, consts, steps=eng.chunk_steps, kv_len=T, **static),
-        resident, decode_model_flops(model, eng.batch_slots, T, eng.chunk_steps), topo))
-    pre = abstract_prefill_inputs(eng.batch_slots, T, mesh)
-    out.append(_compile(f"prefill {eng.batch_slots} x {T}",
-                        lambda: progs.prefill.lower(state.params, st, *pre, key, consts, **static),
-                        resident, logprob_model_flops(model, eng.batch_slots, T), topo))
+    out = {("rl_step", per_update, T): Lowering(("rl_step", per_update, T),
+                                                lambda: step.lower(state, batch, key, 0.0, ref),
+                                                train_model_flops(model, per_update, T), 0)}
     if cfg.updates_per_batch > 1:
         lp = make_compute_logprobs(model, mesh, cfg.micro_batches).jitted  # type: ignore[attr-defined]
         lp_batch = {k: v for k, v in abstract_rl_batch(rows, T, mesh, old_logp=False).items()
                     if k in ("tokens", "positions")}
         lp_batch["segment_ids"] = lp_batch["tokens"]
-        out.append(_compile("old_logprobs", lambda: lp.lower(state.params, lp_batch), resident,
-                            logprob_model_flops(model, rows, T), topo))
+        out[("old_logprobs", rows, T)] = Lowering(("old_logprobs", rows, T), lambda: lp.lower(state.params, lp_batch),
+                                                  logprob_model_flops(model, rows, T), resident)
+    st = abstract_decode_state(model, eng.batch_slots, T, eng.cache_dtype, mesh)
+    consts = abstract_step_consts(eng.batch_slots, 2, mesh)
+    progs = mesh_programs(mesh, model, eng.batch_slots, T,
+                          None if eng.cache_dtype == "auto" else dtype_of(eng.cache_dtype))
+    static = dict(cfg=model, conf_k=eng.sampling.conf_k, impl=eng.impl)
+    for k in sorted(reachable_programs(eng)):
+        if k[0] == "prefill":
+            pre = abstract_prefill_inputs(k[1], k[2], mesh)
+            low = lambda pre=pre: progs.prefill.lower(state.params, st, *pre, key, consts, **static)  # noqa: E731
+            flops = logprob_model_flops(model, k[1], k[2])
+        else:
+            low = lambda kv=k[3]: progs.decode_chunk.lower(  # noqa: E731
+                state.params, st, key, consts, steps=eng.chunk_steps, kv_len=kv, **static)
+            flops = decode_model_flops(model, eng.batch_slots, k[3], eng.chunk_steps)
+        out[k] = Lowering(k, low, flops, resident)
     return out
+
+
+def _program_name(key: tuple) -> str:
+    if key[0] == "decode":
+        return f"decode_chunk x{key[2]} kv {key[3]}"
+    if key[0] == "prefill":
+        return f"prefill {key[1]} x {key[2]}"
+    return key[0]
+
+
+def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) -> list[ProgramReport]:
+    """Compile the update, the old-log-prob pass and the largest bucket of each engine program (the one
+    that needs the most memory; the smaller buckets run the same program on less)."""
+    progs = rl_lowerings(cfg, model, mesh)
+    largest = {kind: max(k for k in progs if k[0] == kind) for kind in ("decode", "prefill")}
+    keep = [k for k in progs if k[0] not in largest] + [largest["decode"], largest["prefill"]]
+    return [_compile(_program_name(k), progs[k].lower, progs[k].resident, progs[k].model_flops, topo) for k in keep]
 
 
 def compile_config(cfg: SFTConfig | RLConfig, topology: str, *, config_name: str = "config",

@@ -116,6 +116,17 @@ def _bucket(n: int, lo: int, hi: int) -> int:
     return min(max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1))))), hi)
 
 
+def reachable_programs(cfg: EngineConfig) -> set[tuple]:
+    """Every (program, shape bucket) key `compiled_programs` can count under these settings: prefills
+    ("prefill", rows, tokens) and decode chunks ("decode", slots, steps, kv_len)."""
+    B, S = cfg.batch_slots, cfg.max_len
+    rows = {_bucket(n, cfg.min_prefill_rows, B) for n in range(1, B + 1)}
+    toks = {_bucket(n, cfg.min_prefill_bucket, S) for n in range(1, S + 1)}
+    kv = {_bucket(p + cfg.chunk_steps + 1, cfg.min_kv_bucket, S) for p in range(S)}
+    return ({("prefill", r, t) for r in rows for t in toks}
+            | {("decode", B, cfg.chunk_steps, k) for k in kv})
+
+
 class DecodeEngine:
     """Slot-based batched decoding over one params pytree (shared with training, never copied)."""
 
@@ -194,6 +205,11 @@ class DecodeEngine:
     def compiled_programs(self) -> int:
         """Distinct (program, shape bucket) pairs used so far: bounded by the bucketing."""
         return len(self._shapes)
+
+    @property
+    def programs_used(self) -> frozenset[tuple]:
+        """The (program, shape bucket) keys used so far, a subset of reachable_programs(cfg)."""
+        return frozenset(self._shapes)
 
     def submit(self, request_id: Any, prompt_ids: Sequence[int], threshold: float | None = None,
                seed: int | None = None) -> None:
