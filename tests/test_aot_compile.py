@@ -146,7 +146,7 @@ def test_sft_compiles_for_v5e_and_reports_memory_and_cost():
     assert p.alias_bytes > 0  # the state is donated
     assert p.temp_bytes >= 0 and p.code_bytes > 0 and p.xla_flops > 0 and p.xla_bytes > 0
     assert p.model_flops == train_model_flops(report.model, 8, 64)
-    assert report.estimated_time(p) > 0 and 0 < report.mfu(p) <= 1.0
+    assert report.estimated_time(p) > 0 and "mfu_estimate" not in report.to_dict()["programs"][0]
     check_fits(report)
     d = report.to_dict()
     assert d["fits"] and d["chips"] == 4 and d["programs"][0]["peak_bytes"] == p.peak_bytes
