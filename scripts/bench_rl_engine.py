@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{out['preset']} ({out['params']:,} params), {out['devices']} device(s), {out['rollouts']} rollouts x "
-              f"{out['generated_tokens']} tokens, median of {out['steps'] - 1} steps, load {out['load_average_1m']:.1f}")
+        print(f"{out['preset']} ({out['params']:,} params), {out['devices']} device(s), {out['rollouts']} rollouts "
+              f"x {out['generated_tokens']} tokens, median of {out['steps'] - 1} steps, "
+              f"load {out['load_average_1m']:.1f}")
         for mode in ("persistent", "rebuilt"):
             r = out[mode]
             print(f"  {mode:10s} step {r['step_s'] * 1e3:8.1f} ms (rollout {r['rollout_s'] * 1e3:7.1f} ms), "

@@ -76,7 +76,7 @@ def abstract_decode_state(cfg: ModelConfig, batch_slots: int, max_len: int, cach
     sharded by the cache's logical axes, every per-slot array by its leading (slot) axis over data x fsdp."""
     dt = None if cache_dtype == "auto" else dtype_of(cache_dtype)
     shapes = jax.eval_shape(lambda: init_state(cfg, batch_slots, max_len, dt))
-    return _with_shardings(shapes, engine_steps.state_shardings(cfg, batch_slots, max_len, dt, mesh))  # the engine's own layout
+    return _with_shardings(shapes, engine_steps.state_shardings(cfg, batch_slots, max_len, dt, mesh))
 
 
 def abstract_prefill_inputs(rows: int, tokens: int, mesh: Mesh) -> tuple[jax.ShapeDtypeStruct, ...]:

@@ -34,8 +34,8 @@ from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import dtype_of
 from vagent_jax.sampling.engine_hosts import HostIO
-from vagent_jax.sampling.engine_steps import (ROW_FIELDS, REASONS, StepConsts, decode_chunk_jit, init_state, mesh_programs,
-                                              prefill_jit, slot_row_jit)
+from vagent_jax.sampling.engine_steps import (REASONS, ROW_FIELDS, StepConsts, decode_chunk_jit, init_state,
+                                              mesh_programs, prefill_jit, slot_row_jit)
 
 
 @dataclasses.dataclass(frozen=True)

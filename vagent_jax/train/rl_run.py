@@ -11,7 +11,8 @@ the checkpoint holds params, optimizer state, step, the iterator position and th
 
 Multi-host (train/multihost.py): each process draws its own shards' prompts (ShardedTaskIterator), rolls
 them out in its own slots of the run's one engine (params globally sharded, never gathered; every host
-steps the engine together) with its own env pool, numbering requests by their global index in the step so sampled tokens do not depend on the host. The rollouts are then gathered
+steps the engine together) with its own env pool, numbering requests by their global index in the step
+so sampled tokens do not depend on the host. The rollouts are then gathered
 to every process, so dynamic sampling, advantages, the update batch and the logged metrics are global
 and the same everywhere; the update runs on the global mesh; process 0 alone writes metrics and files.
 """
