@@ -231,10 +231,12 @@ def _program_name(key: tuple) -> str:
 
 
 def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) -> list[ProgramReport]:
-    """Compile the update, the old-log-prob pass and the largest bucket of each engine program (the one
-    that needs the most memory; the smaller buckets run the same program on less)."""
+    """Compile the update, the old-log-prob pass and the largest bucket of each engine program: the decode
+    chunk over the most cache positions, the prefill of the most rows x tokens (then the longest); the
+    smaller buckets run the same program on less."""
     progs = rl_lowerings(cfg, model, mesh)
-    largest = {kind: max(k for k in progs if k[0] == kind) for kind in ("decode", "prefill")}
+    size = {"decode": lambda k: k[3], "prefill": lambda k: (k[1] * k[2], k[2])}
+    largest = {kind: max((k for k in progs if k[0] == kind), key=f) for kind, f in size.items()}
     keep = [k for k in progs if k[0] not in largest] + [largest["decode"], largest["prefill"]]
     return [_compile(_program_name(k), progs[k].lower, progs[k].resident, progs[k].model_flops, topo) for k in keep]
 

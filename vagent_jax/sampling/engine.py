@@ -48,6 +48,9 @@ class EngineConfig:
     chunk_steps: int = 16  # decode steps per jitted chunk (host sees finished turns between chunks)
     min_prefill_bucket: int = 16
     min_prefill_rows: int = 8  # smallest row bucket of a prefill: fewer programs to compile, little waste
+    # Largest rows x tokens of one prefill call (0: batch_slots x max_len); a longer admission batch is
+    # prefilled in several calls of fewer rows, so prefill memory stays bounded (rows x tokens x max_len).
+    max_prefill_tokens: int = 0
     min_kv_bucket: int = 64  # smallest attention length of a decode chunk (buckets are powers of two)
     sampling: SamplingConfig = SamplingConfig()
     impl: Literal["reference", "pallas"] = "reference"
@@ -63,12 +66,22 @@ class EngineConfig:
         require(self.chunk_steps >= 1, "engine.chunk_steps", f"must be >= 1, got {self.chunk_steps}")
         require(self.min_prefill_bucket >= 1, "engine.min_prefill_bucket", f"must be >= 1, got {self.min_prefill_bucket}")
         require(self.min_prefill_rows >= 1, "engine.min_prefill_rows", f"must be >= 1, got {self.min_prefill_rows}")
+        require(self.max_prefill_tokens >= 0, "engine.max_prefill_tokens",
+                f"must be >= 0 (0: no limit), got {self.max_prefill_tokens}")
         require(self.min_kv_bucket >= 1, "engine.min_kv_bucket", f"must be >= 1, got {self.min_kv_bucket}")
         require(self.deepconf_window >= 1, "engine.deepconf_window", f"must be >= 1, got {self.deepconf_window}")
         require(self.impl in ("reference", "pallas"), "engine.impl", f"must be 'reference' or 'pallas', got {self.impl!r}")
         require(self.cache_dtype in ("auto", "float32", "bfloat16"), "engine.cache_dtype",
                 f"must be 'auto', 'float32' or 'bfloat16', got {self.cache_dtype!r}")
         self.sampling.validate(vocab_size)
+
+    def prefill_rows_cap(self, tokens: int) -> int:
+        """Most rows one prefill of `tokens`-token bucket holds: batch_slots, or the largest power of two
+        within max_prefill_tokens (at least 1)."""
+        if not self.max_prefill_tokens:
+            return self.batch_slots
+        fit = max(1, self.max_prefill_tokens // tokens)
+        return min(self.batch_slots, 1 << (fit.bit_length() - 1))
 
 
 @dataclasses.dataclass
@@ -120,11 +133,11 @@ def reachable_programs(cfg: EngineConfig) -> set[tuple]:
     """Every (program, shape bucket) key `compiled_programs` can count under these settings: prefills
     ("prefill", rows, tokens) and decode chunks ("decode", slots, steps, kv_len)."""
     B, S = cfg.batch_slots, cfg.max_len
-    rows = {_bucket(n, cfg.min_prefill_rows, B) for n in range(1, B + 1)}
     toks = {_bucket(n, cfg.min_prefill_bucket, S) for n in range(1, S + 1)}
+    prefill = {("prefill", _bucket(n, cfg.min_prefill_rows, cap), t)
+               for t in toks for cap in (cfg.prefill_rows_cap(t),) for n in range(1, cap + 1)}
     kv = {_bucket(p + cfg.chunk_steps + 1, cfg.min_kv_bucket, S) for p in range(S)}
-    return ({("prefill", r, t) for r in rows for t in toks}
-            | {("decode", B, cfg.chunk_steps, k) for k in kv})
+    return prefill | {("decode", B, cfg.chunk_steps, k) for k in kv}
 
 
 class DecodeEngine:
@@ -291,8 +304,10 @@ class DecodeEngine:
         for item in batch:
             P = _bucket(len(item[1]), self.cfg.min_prefill_bucket, S)
             groups.setdefault(P, []).append(item)
-        for P, items in groups.items():
-            n = _bucket(len(items), self.cfg.min_prefill_rows, B)
+        calls = [(P, items[i:i + cap]) for P, items in groups.items()
+                 for cap in (self.cfg.prefill_rows_cap(P),) for i in range(0, len(items), cap)]
+        for P, items in calls:
+            n = _bucket(len(items), self.cfg.min_prefill_rows, self.cfg.prefill_rows_cap(P))
             slots = np.full(n, B, np.int32)
             toks = np.zeros((n, P), np.int32)
             lens = np.ones(n, np.int32)
