@@ -2,6 +2,7 @@
 DeepConf online stopping, non-finite rows, slot reuse without recompiling, bad input."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -14,7 +15,7 @@ from vagent_jax.eval.deepconf import group_confidences, stop_position, trace_sco
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import forward, init_params
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
+from vagent_jax.sampling.engine import DecodeEngine, EngineConfig, reachable_programs
 from vagent_jax.sampling import engine_steps
 from vagent_jax.sampling.engine_steps import REASONS
 
@@ -109,6 +110,19 @@ def test_greedy_matches_naive_loop_and_reuses_slots_without_recompiling(params):
     assert (engine_steps.prefill_jit._cache_size(), engine_steps.decode_chunk_jit._cache_size()) == jitted
     assert [t.tokens.tolist() for t in again] == [t.tokens.tolist() for t in trajs]
     assert eng.free_slots == 2
+
+
+def test_prefill_token_budget_splits_admissions_into_smaller_calls(params):
+    prompts = prompts_of([20, 25, 3, 7])  # admitted two by two: 2 x 32 tokens (over the budget), then 2 x 16
+    eng = make_engine(params, min_prefill_bucket=16, min_prefill_rows=1, max_prefill_tokens=32)
+    trajs = eng.generate(prompts)
+    for p, t in zip(prompts, trajs):
+        assert t.tokens.tolist() == p + naive_turn(params, p, 6)
+    prefills = {k for k in eng.programs_used if k[0] == "prefill"}
+    assert prefills == {("prefill", 1, 32), ("prefill", 2, 16)}  # the long pair went in two 1-row calls
+    assert eng.programs_used <= reachable_programs(eng.cfg)
+    assert ("prefill", 2, 32) not in reachable_programs(eng.cfg)
+    assert ("prefill", 2, 32) in reachable_programs(dataclasses.replace(eng.cfg, max_prefill_tokens=0))
 
 
 def test_stop_token_and_sequence_count_only_generated_tokens(params):
@@ -253,7 +267,7 @@ def test_bad_input_names_the_culprit(params):
     bad = [(dict(batch_slots=0), "'batch_slots'"), (dict(max_len=1), "'max_len'"),
            (dict(max_new_tokens=32), "'max_new_tokens'"), (dict(chunk_steps=0), "'chunk_steps'"),
            (dict(min_prefill_bucket=0), "'min_prefill_bucket'"), (dict(deepconf_window=0), "'deepconf_window'"),
-           (dict(min_kv_bucket=0), "'min_kv_bucket'"),
+           (dict(min_kv_bucket=0), "'min_kv_bucket'"), (dict(max_prefill_tokens=-1), "'max_prefill_tokens'"),
            (dict(impl="cuda"), "'impl'"), (dict(cache_dtype="int8"), "'cache_dtype'"),
            (dict(sampling=SamplingConfig(temperature=-1.0)), "'sampling.temperature'")]
     for kw, key in bad:

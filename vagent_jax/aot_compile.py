@@ -1,10 +1,11 @@
 """`vagent compile CONFIG --topology NAME`: compile a run's programs ahead of time for a TPU slice on a
 CPU machine (libtpu's compile-only topology), with abstract inputs, and check they fit in HBM.
 
-An SFT config compiles the SFT step; an RL config compiles the DAPO update step, the decode chunk and,
-when updates_per_batch > 1, the old-log-prob pass. The model comes from init_from's policy.json, else its
-HF config.json (for SFT with the recipe's model section applied), else the `--model` preset, else (SFT
-without init_from) SFTConfig.model;
+An SFT config compiles the SFT step; an RL config compiles the DAPO update step, the decode engine's own
+programs at their largest buckets (a decode chunk over all max_len cache positions, the largest prefill the
+engine can make) with the shardings the engine runs them with, and, when updates_per_batch > 1, the
+old-log-prob pass. The model comes from init_from's policy.json, else its HF config.json (for SFT with
+the recipe's model section applied), else the `--model` preset, else (SFT without init_from) SFTConfig.model;
 `model.KEY=VALUE` overrides then adjust it (e.g. model.remat=full). Every shape check runs before any
 compile and names the key at fault. See aot_report for what is measured and how time/MFU are estimated.
 """
@@ -20,15 +21,15 @@ import numpy as np
 import yaml
 from jax.sharding import Mesh
 
-from vagent_jax.aot_inputs import (abstract_decode_state, abstract_key, abstract_params, abstract_rl_batch,
-                                   abstract_sft_batch, abstract_step_consts, abstract_train_state,
-                                   per_device_bytes)
+from vagent_jax.aot_inputs import (abstract_decode_state, abstract_key, abstract_params, abstract_prefill_inputs,
+                                   abstract_rl_batch, abstract_sft_batch, abstract_step_consts,
+                                   abstract_train_state, per_device_bytes)
 from vagent_jax.aot_report import (CompileReport, ProgramReport, decode_model_flops, logprob_model_flops,
                                    train_model_flops)
 from vagent_jax.config import ConfigError, config_scope, from_dict, load_config, merge_overrides, require, to_dict
 from vagent_jax.models.config import PRESETS, ModelConfig, from_hf_config
 from vagent_jax.models.hf_dir import merge_model_config
-from vagent_jax.sharding import MESH_AXES, MeshConfig
+from vagent_jax.sharding import MESH_AXES, MeshConfig, check_params_sharded
 from vagent_jax.tpu_topology import GiB, Topology, parse_topology, topology_devices
 from vagent_jax.train.rl_run import RLConfig
 from vagent_jax.train.sft_run import SFTConfig
@@ -167,8 +168,24 @@ def _sft_programs(cfg: SFTConfig, model: ModelConfig, mesh: Mesh, topo: Topology
                      train_model_flops(model, cfg.batch_size, cfg.seq_len), topo)]
 
 
-def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) -> list[ProgramReport]:
-    from vagent_jax.sampling.engine_steps import decode_chunk_jit
+@dataclasses.dataclass(frozen=True)
+class Lowering:
+    """One program of a run, ready to lower: its key (name and shape bucket), useful FLOPs and the bytes
+    that stay resident in HBM beside it."""
+
+    key: tuple
+    lower: Callable[[], Any]
+    model_flops: float
+    resident: int
+
+
+def rl_lowerings(cfg: RLConfig, model: ModelConfig, mesh: Mesh) -> dict[tuple, Lowering]:
+    """Every program an RL run on `mesh` can execute, keyed as the run names them: ("rl_step", rows, T),
+    ("old_logprobs", rows, T) when updates_per_batch > 1, and each engine bucket of
+    engine.reachable_programs; all with the run's shardings (train state, the engine's own jitted programs)."""
+    from vagent_jax.models.transformer import dtype_of
+    from vagent_jax.sampling.engine import reachable_programs
+    from vagent_jax.sampling.engine_steps import mesh_programs
     from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 
     eng, T = cfg.engine, cfg.engine.max_len
@@ -179,25 +196,54 @@ def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) 
     # policy stay in HBM without being arguments of that program.
     resident = per_device_bytes(state.opt_state) + (per_device_bytes(ref) if ref is not None else 0)
     step = make_rl_step(model, cfg.optimizer, cfg.loss, mesh, cfg.micro_batches, max_len=T)
-    batch = abstract_rl_batch(rows // cfg.updates_per_batch, T, mesh, old_logp=cfg.updates_per_batch > 1)
+    per_update = rows // cfg.updates_per_batch
+    batch = abstract_rl_batch(per_update, T, mesh, old_logp=cfg.updates_per_batch > 1)
     key = abstract_key(mesh)
-    out = [_compile("rl_step", lambda: step.lower(state, batch, key, 0.0, ref), 0,
-                    train_model_flops(model, rows // cfg.updates_per_batch, T), topo)]
-    st = abstract_decode_state(model, eng.batch_slots, T, eng.cache_dtype, mesh)
-    consts = abstract_step_consts(eng.batch_slots, 2, mesh)
-    out.append(_compile(
-        f"decode_chunk x{eng.chunk_steps}",
-        lambda: decode_chunk_jit.lower(state.params, st, key, consts, cfg=model, steps=eng.chunk_steps,
-                                       conf_k=eng.sampling.conf_k, impl=eng.impl),
-        resident, decode_model_flops(model, eng.batch_slots, T, eng.chunk_steps), topo))
+    out = {("rl_step", per_update, T): Lowering(("rl_step", per_update, T),
+                                                lambda: step.lower(state, batch, key, 0.0, ref),
+                                                train_model_flops(model, per_update, T), 0)}
     if cfg.updates_per_batch > 1:
         lp = make_compute_logprobs(model, mesh, cfg.micro_batches).jitted  # type: ignore[attr-defined]
         lp_batch = {k: v for k, v in abstract_rl_batch(rows, T, mesh, old_logp=False).items()
                     if k in ("tokens", "positions")}
         lp_batch["segment_ids"] = lp_batch["tokens"]
-        out.append(_compile("old_logprobs", lambda: lp.lower(state.params, lp_batch), resident,
-                            logprob_model_flops(model, rows, T), topo))
+        out[("old_logprobs", rows, T)] = Lowering(("old_logprobs", rows, T), lambda: lp.lower(state.params, lp_batch),
+                                                  logprob_model_flops(model, rows, T), resident)
+    st = abstract_decode_state(model, eng.batch_slots, T, eng.cache_dtype, mesh)
+    consts = abstract_step_consts(eng.batch_slots, 2, mesh)
+    progs = mesh_programs(mesh, model, eng.batch_slots, T,
+                          None if eng.cache_dtype == "auto" else dtype_of(eng.cache_dtype))
+    static = dict(cfg=model, conf_k=eng.sampling.conf_k, impl=eng.impl)
+    for k in sorted(reachable_programs(eng)):
+        if k[0] == "prefill":
+            pre = abstract_prefill_inputs(k[1], k[2], mesh)
+            low = lambda pre=pre: progs.prefill.lower(state.params, st, *pre, key, consts, **static)  # noqa: E731
+            flops = logprob_model_flops(model, k[1], k[2])
+        else:
+            low = lambda kv=k[3]: progs.decode_chunk.lower(  # noqa: E731
+                state.params, st, key, consts, steps=eng.chunk_steps, kv_len=kv, **static)
+            flops = decode_model_flops(model, eng.batch_slots, k[3], eng.chunk_steps)
+        out[k] = Lowering(k, low, flops, resident)
     return out
+
+
+def _program_name(key: tuple) -> str:
+    if key[0] == "decode":
+        return f"decode_chunk x{key[2]} kv {key[3]}"
+    if key[0] == "prefill":
+        return f"prefill {key[1]} x {key[2]}"
+    return key[0]
+
+
+def _rl_programs(cfg: RLConfig, model: ModelConfig, mesh: Mesh, topo: Topology) -> list[ProgramReport]:
+    """Compile the update, the old-log-prob pass and the largest bucket of each engine program: the decode
+    chunk over the most cache positions, the prefill of the most rows x tokens (then the longest); the
+    smaller buckets run the same program on less."""
+    progs = rl_lowerings(cfg, model, mesh)
+    size = {"decode": lambda k: k[3], "prefill": lambda k: (k[1] * k[2], k[2])}
+    largest = {kind: max((k for k in progs if k[0] == kind), key=f) for kind, f in size.items()}
+    keep = [k for k in progs if k[0] not in largest] + [largest["decode"], largest["prefill"]]
+    return [_compile(_program_name(k), progs[k].lower, progs[k].resident, progs[k].model_flops, topo) for k in keep]
 
 
 def compile_config(cfg: SFTConfig | RLConfig, topology: str, *, config_name: str = "config",
@@ -209,6 +255,7 @@ def compile_config(cfg: SFTConfig | RLConfig, topology: str, *, config_name: str
     mesh_shape = cfg.mesh.shape(topo.num_chips)  # ConfigError naming 'mesh' when it does not divide
     check_shapes(cfg, model, mesh_shape)
     mesh = build_mesh(cfg.mesh, topology_devices(topo))
+    check_params_sharded(abstract_params(model, mesh), mesh, cfg.mesh.max_replicated_fraction)
     if isinstance(cfg, SFTConfig):
         kind, programs = "sft", _sft_programs(cfg, model, mesh, topo)
     else:

@@ -13,9 +13,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import cache_logical_axes, dtype_of, init_params
+from vagent_jax.models.transformer import dtype_of, init_params
+from vagent_jax.sampling import engine_steps
 from vagent_jax.sampling.engine_steps import StepConsts, init_state
-from vagent_jax.sharding import batch_sharding, logical_to_spec, tree_shardings
+from vagent_jax.sharding import batch_sharding
 from vagent_jax.train.optimizer import OptimizerConfig, make_optimizer
 from vagent_jax.train.sft_step import SFT_BATCH_KEYS
 from vagent_jax.train.train_state import TrainState, param_shardings, state_shardings
@@ -71,15 +72,20 @@ def abstract_key(mesh: Mesh) -> jax.ShapeDtypeStruct:
 
 def abstract_decode_state(cfg: ModelConfig, batch_slots: int, max_len: int, cache_dtype: str,
                           mesh: Mesh) -> dict[str, Any]:
-    """The decode engine's slot state: KV cache [L, B, S, Hkv, hd] sharded by the cache's logical axes,
-    every per-slot array by its leading (slot) axis over data x fsdp."""
+    """The decode engine's slot state as the engine lays it out (engine_steps.state_shardings): KV cache
+    sharded by the cache's logical axes, every per-slot array by its leading (slot) axis over data x fsdp."""
     dt = None if cache_dtype == "auto" else dtype_of(cache_dtype)
     shapes = jax.eval_shape(lambda: init_state(cfg, batch_slots, max_len, dt))
-    out = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(
-        mesh, logical_to_spec(("batch",) + (None,) * (v.ndim - 1), v.shape, mesh)))
-        for k, v in shapes.items() if k != "cache"}
-    out["cache"] = _with_shardings(shapes["cache"], tree_shardings(cache_logical_axes(), shapes["cache"], mesh))
-    return out
+    return _with_shardings(shapes, engine_steps.state_shardings(cfg, batch_slots, max_len, dt, mesh))
+
+
+def abstract_prefill_inputs(rows: int, tokens: int, mesh: Mesh) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """A prefill's host inputs as the engine passes them (replicated): slots, lengths, starts [rows] int32,
+    tokens [rows, tokens] int32, fresh [rows] bool, thresholds [rows] f32, request seeds [rows] uint32."""
+    rep = NamedSharding(mesh, PartitionSpec())
+    one = lambda dt: jax.ShapeDtypeStruct((rows,), dt, sharding=rep)  # noqa: E731
+    return (one(jnp.int32), jax.ShapeDtypeStruct((rows, tokens), jnp.int32, sharding=rep), one(jnp.int32),
+            one(jnp.int32), one(jnp.bool_), one(jnp.float32), one(jnp.uint32))
 
 
 def abstract_step_consts(batch_slots: int, num_stop_ids: int, mesh: Mesh) -> StepConsts:

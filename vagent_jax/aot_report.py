@@ -1,5 +1,5 @@
 """What an ahead-of-time compile reports: per-chip memory of each program against the chip's HBM, and
-a step-time / MFU estimate from XLA's cost analysis.
+a step-time estimate from XLA's cost analysis.
 
 Per chip (one SPMD program runs on every chip), from compiled.memory_analysis():
     peak = arguments + outputs - aliased (donated) + temporaries + generated code + resident,
@@ -9,8 +9,10 @@ From compiled.cost_analysis() (per chip): xla_flops and xla_bytes. XLA's cost an
 of a while loop once, and these programs loop (layer scan, micro-batches, logit chunks, decode steps),
 so both undercount a step; the FLOP term is therefore floored by the model's own count:
     estimated time = max(max(xla_flops, model_flops / chips) / peak_flops, xla_bytes / hbm_bandwidth)
-    MFU = model_flops / (chips * peak_flops * estimated time)
-a roofline estimate (a lower bound on time, so an upper bound on MFU), not a measurement.
+a roofline estimate (a lower bound on time), not a measurement. No MFU is reported: derived from that
+time it read 100% by construction whenever the floored compute term dominates (e.g. the Qwen2.5-7B DAPO
+step on v5p-64), and an estimate that can come out below 100% needs the loops' trip counts multiplied
+into XLA's per-body counts, which cost_analysis does not give.
 model_flops are the useful FLOPs of the whole step (`train_model_flops`, `decode_model_flops`).
 """
 from __future__ import annotations
@@ -63,11 +65,6 @@ class CompileReport:
         flops = max(p.xla_flops, p.model_flops / self.topology.num_chips)
         return max(flops / chip.peak_flops, p.xla_bytes / chip.hbm_bandwidth)
 
-    def mfu(self, p: ProgramReport) -> float:
-        """model_flops / (chips * peak FLOP/s * estimated time)."""
-        t = self.estimated_time(p)
-        return p.model_flops / (self.topology.num_chips * self.topology.chip.peak_flops * t) if t > 0 else 0.0
-
     def over_hbm(self) -> list[ProgramReport]:
         """Programs whose per-chip peak exceeds the chip's HBM."""
         return [p for p in self.programs if p.peak_bytes > self.topology.chip.hbm_bytes]
@@ -83,7 +80,7 @@ class CompileReport:
             "hbm_bandwidth_per_chip": t.chip.hbm_bandwidth, "fits": not self.over_hbm(),
             "programs": [{**dataclasses.asdict(p), "peak_bytes": p.peak_bytes,
                           "hbm_fraction": p.peak_bytes / t.chip.hbm_bytes,
-                          "estimated_step_s": self.estimated_time(p), "mfu_estimate": self.mfu(p)}
+                          "estimated_step_s": self.estimated_time(p)}
                          for p in self.programs],
         }
 
@@ -120,21 +117,21 @@ def format_table(report: CompileReport) -> str:
             f"{_gib(t.chip.hbm_bytes)} GiB HBM/chip), mesh {report.mesh}, model {report.model_source} "
             f"({report.model.num_params / 1e9:.2f}B params, remat {report.model.remat})")
     cols = ("program", "args", "out", "alias", "temp", "code", "resident", "peak", "HBM %", "model TFLOP/chip",
-            "XLA TFLOP/chip", "XLA GB/chip", "est. s", "MFU est.", "fits", "compile s")
+            "XLA TFLOP/chip", "XLA GB/chip", "est. s", "fits", "compile s")
     rows = []
     for p in report.programs:
         rows.append((p.name, _gib(p.argument_bytes), _gib(p.output_bytes), _gib(p.alias_bytes), _gib(p.temp_bytes),
                      _gib(p.code_bytes), _gib(p.resident_bytes), _gib(p.peak_bytes),
                      f"{100 * p.peak_bytes / t.chip.hbm_bytes:.1f}", f"{p.model_flops / t.num_chips / 1e12:.2f}",
                      f"{p.xla_flops / 1e12:.2f}", f"{p.xla_bytes / 1e9:.2f}", f"{report.estimated_time(p):.4f}",
-                     f"{100 * report.mfu(p):.1f}%", "yes" if p.peak_bytes <= t.chip.hbm_bytes else "NO",
+                     "yes" if p.peak_bytes <= t.chip.hbm_bytes else "NO",
                      f"{p.compile_s:.1f}"))
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     line = lambda r: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
     foot = ("memory: GiB per chip (peak = args + out - alias + temp + code + resident). est. s = "
             "max(max(XLA, model) FLOPs / peak, XLA bytes / HBM bandwidth): a roofline estimate from XLA's cost "
             "analysis,\nwhich counts each loop body once (so XLA's FLOPs/bytes undercount; the model FLOPs "
-            "floor the compute term); MFU est. is an upper bound")
+            "floor the compute term): a lower bound on time")
     return "\n".join([head, line(cols), line(tuple("-" * w for w in widths)), *map(line, rows), foot])
 
 
@@ -146,13 +143,13 @@ def format_markdown(report: dict[str, Any]) -> str:
            f"{_gib(r['hbm_bytes_per_chip'])} GiB HBM/chip), mesh {r['mesh']}, model {r['model_source']} "
            f"({r['model_params'] / 1e9:.2f}B params, remat `{r['remat']}`)", "",
            "| program | args GiB | out GiB | alias GiB | temp GiB | resident GiB | peak GiB | HBM % | "
-           "model TFLOP/chip | XLA TFLOP/chip | XLA GB/chip | est. step s | MFU est. | fits |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "model TFLOP/chip | XLA TFLOP/chip | XLA GB/chip | est. step s | fits |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in r["programs"]:
         out.append(f"| {p['name']} | {_gib(p['argument_bytes'])} | {_gib(p['output_bytes'])} | "
                    f"{_gib(p['alias_bytes'])} | {_gib(p['temp_bytes'])} | {_gib(p['resident_bytes'])} | "
                    f"{_gib(p['peak_bytes'])} | {100 * p['hbm_fraction']:.1f} | "
                    f"{p['model_flops'] / r['chips'] / 1e12:.2f} | {p['xla_flops'] / 1e12:.2f} | "
-                   f"{p['xla_bytes'] / 1e9:.2f} | {p['estimated_step_s']:.4f} | {100 * p['mfu_estimate']:.1f}% | "
+                   f"{p['xla_bytes'] / 1e9:.2f} | {p['estimated_step_s']:.4f} | "
                    f"{'yes' if p['peak_bytes'] <= r['hbm_bytes_per_chip'] else 'NO'} |")
     return "\n".join(out)

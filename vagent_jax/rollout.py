@@ -9,6 +9,10 @@ Environment faults arrive as a done EnvStep with reward 0 and an error tag: one 
 Overlap: the runner never blocks on the pool while the engine has a slot to decode; it blocks (and counts
 the time as env_wait_s) only when every trajectory in a slot awaits its environment. New trajectories are
 handed to the engine only as slots free, so a queue of waiting prompts never makes the engine look busy.
+
+A multi-host engine (`engine.collective`: one engine over every host's devices) is stepped by every host
+at once: each loop turn calls `engine.sync_step(alive)` exactly once, also on a host whose trajectories all
+finished, until no host is alive.
 """
 from __future__ import annotations
 
@@ -110,16 +114,22 @@ class RolloutRunner:
                 seed = None if seed_offset is None else seed_offset + i * samples_per_task + j
                 waiting.append(((i, j), ids, seed))
         done: dict[tuple[int, int], RolloutResult] = {}
-        while live:
+        collective = bool(getattr(self.engine, "collective", False))  # engines without the attribute: local
+        while live or collective:
             while waiting and self.engine.free_slots > 0:
                 rid, ids, seed = waiting.popleft()
                 if seed is None:
                     self.engine.submit(rid, ids)
                 else:
                     self.engine.submit(rid, ids, seed=seed)  # type: ignore[call-arg]
-            if self.engine.has_work:
+            if collective or self.engine.has_work:
                 s0 = time.perf_counter()
-                ended = self.engine.step()
+                if collective:
+                    ended, anyone = self.engine.sync_step(bool(live))  # type: ignore[attr-defined]
+                    if not anyone:
+                        break
+                else:
+                    ended = self.engine.step()
                 self.stats["decode_s"] += time.perf_counter() - s0
                 for turn in ended:
                     self._turn_ended(turn, live, done)

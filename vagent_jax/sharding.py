@@ -3,7 +3,10 @@
 Every parameter carries a tuple of logical names (see models/transformer.py); `logical_to_spec` turns it
 into a PartitionSpec. A mesh axis that does not divide a dimension is dropped for that dimension (the
 tensor stays replicated along it) so small test models still shard; `replicated_fraction` reports how much
-of the weight bytes that left replicated, and tests hold it under a bound.
+of the weight bytes that left replicated, and `check_params_sharded` (run at start-up by `vagent sft`,
+`vagent rl` and `vagent compile`, in the spirit of MaxText's assert_params_sufficiently_sharded) stops a
+run whose parameters stay replicated across a parameter-sharding mesh axis beyond
+`mesh.max_replicated_fraction`, naming the largest offenders.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vagent_jax.config import require
+from vagent_jax.config import ConfigError, require
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -33,6 +36,10 @@ LOGICAL_AXIS_RULES: dict[str, tuple[str, ...]] = {
     "seq": (),
     "cache_seq": (),
 }
+# Mesh axes that shard parameters (every rule but the batch's): a weight left whole along one of them is a
+# copy per device that the mesh was sized to avoid. The data axis replicates parameters by design.
+PARAM_MESH_AXES = tuple(a for a in MESH_AXES
+                        if any(a in axes for name, axes in LOGICAL_AXIS_RULES.items() if name != "batch"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,13 +49,18 @@ class MeshConfig:
     data: int = 1
     fsdp: int = -1
     tensor: int = 1
+    # Start-up check: the largest fraction of parameter bytes that may stay replicated across fsdp or tensor
+    # (each of size > 1); beyond it the run stops naming the weights (check_params_sharded). 1.0 turns it off.
+    max_replicated_fraction: float = 0.05
 
     def validate(self) -> None:
-        """Exactly one axis may be -1; the others positive."""
+        """Exactly one axis may be -1; the others positive; the replicated fraction in [0, 1]."""
         sizes = (self.data, self.fsdp, self.tensor)
         require(sum(s == -1 for s in sizes) <= 1, "mesh", f"at most one axis may be -1, got {sizes}")
         for name, s in zip(MESH_AXES, sizes):
             require(s == -1 or s > 0, name, f"must be positive or -1, got {s}")
+        require(0.0 <= self.max_replicated_fraction <= 1.0, "max_replicated_fraction",
+                f"must be in [0, 1], got {self.max_replicated_fraction}")
 
     def shape(self, n_devices: int) -> tuple[int, int, int]:
         """Resolve -1 against the device count; error naming the mesh when it does not divide."""
@@ -113,3 +125,42 @@ def replicated_fraction(shardings: Any, shapes: Any, min_bytes: int = 0) -> floa
         if all(p is None for p in s.spec):
             rep += nbytes
     return rep / max(total, 1)
+
+
+def _nbytes(x: Any) -> int:
+    return math.prod(x.shape) * np.dtype(x.dtype).itemsize
+
+
+def _spec_axes(spec: PartitionSpec) -> set[str]:
+    """Mesh axes a PartitionSpec shards over."""
+    out: set[str] = set()
+    for p in spec:
+        out.update(p if isinstance(p, tuple) else (p,) if p is not None else ())
+    return out
+
+
+def check_params_sharded(params: Any, mesh: Mesh, max_replicated_fraction: float, top: int = 5) -> dict[str, float]:
+    """Stop (ConfigError naming the largest offenders) when more than `max_replicated_fraction` of the
+    parameter bytes stays replicated across a parameter-sharding mesh axis (fsdp, tensor) of size > 1.
+
+    params: a tree of jax.Arrays or ShapeDtypeStructs carrying NamedShardings (abstract at start-up, so the
+    check runs before anything is allocated). Returns {axis: replicated fraction} for the checked axes."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    total = sum(_nbytes(x) for _, x in leaves) or 1
+    out: dict[str, float] = {}
+    for axis in PARAM_MESH_AXES:
+        if mesh.shape[axis] == 1:
+            continue
+        whole = [(path, x) for path, x in leaves if axis not in _spec_axes(x.sharding.spec)]
+        frac = sum(_nbytes(x) for _, x in whole) / total
+        out[axis] = frac
+        if frac > max_replicated_fraction:
+            worst = sorted(whole, key=lambda px: -_nbytes(px[1]))[:top]
+            names = ", ".join(f"{jax.tree_util.keystr(p)} {list(x.shape)} ({_nbytes(x) / 2**20:.2f} MiB, spec "
+                              f"{tuple(x.sharding.spec)})" for p, x in worst)
+            raise ConfigError(
+                f"config key 'mesh.max_replicated_fraction': {100 * frac:.1f}% of the parameter bytes stay "
+                f"replicated across mesh axis '{axis}' (size {mesh.shape[axis]}), above "
+                f"{100 * max_replicated_fraction:.1f}%; largest: {names}. Pick mesh sizes that divide these "
+                f"dimensions (e.g. tensor <= n_kv_heads), or raise mesh.max_replicated_fraction")
+    return out

@@ -9,6 +9,13 @@ two (rows and tokens), so a run compiles at most log2(B) * log2(S) prefill progr
 with the same static settings reuses what an earlier one compiled. Sampling noise is drawn per (engine
 seed, request seed, position) (`submit(..., seed=)`), so a request's tokens do not depend on its slot,
 on the other requests or on how decoding is cut into calls (up to float rounding of the logits).
+
+Built with a `mesh`, the slot state (KV cache included) is sharded on it by the run's logical-axis rules
+(engine_steps.state_shardings) and the programs keep it so; the parameters are whatever arrays the
+engine is handed, used in place. An RL run builds one engine and, each step, hands it the new params
+(`set_params`, no copy) and a new seed (`reset`): no recompilation, no rebuilt state. On a mesh spanning
+several processes every host owns the slots on its devices and all hosts step together (`sync_step`, see
+engine_hosts): the parameters stay globally sharded, no host gathers them.
 """
 from __future__ import annotations
 
@@ -20,13 +27,15 @@ from typing import Any, Literal, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from vagent_jax.config import config_scope, require
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import dtype_of
-from vagent_jax.sampling.engine_steps import (REASONS, StepConsts, decode_chunk_jit, init_state, prefill_jit,
-                                              slot_row_jit)
+from vagent_jax.sampling.engine_hosts import HostIO
+from vagent_jax.sampling.engine_steps import (REASONS, ROW_FIELDS, StepConsts, decode_chunk_jit, init_state,
+                                              mesh_programs, prefill_jit, slot_row_jit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +48,9 @@ class EngineConfig:
     chunk_steps: int = 16  # decode steps per jitted chunk (host sees finished turns between chunks)
     min_prefill_bucket: int = 16
     min_prefill_rows: int = 8  # smallest row bucket of a prefill: fewer programs to compile, little waste
+    # Largest rows x tokens of one prefill call (0: batch_slots x max_len); a longer admission batch is
+    # prefilled in several calls of fewer rows, so prefill memory stays bounded (rows x tokens x max_len).
+    max_prefill_tokens: int = 0
     min_kv_bucket: int = 64  # smallest attention length of a decode chunk (buckets are powers of two)
     sampling: SamplingConfig = SamplingConfig()
     impl: Literal["reference", "pallas"] = "reference"
@@ -54,6 +66,8 @@ class EngineConfig:
         require(self.chunk_steps >= 1, "chunk_steps", f"must be >= 1, got {self.chunk_steps}")
         require(self.min_prefill_bucket >= 1, "min_prefill_bucket", f"must be >= 1, got {self.min_prefill_bucket}")
         require(self.min_prefill_rows >= 1, "min_prefill_rows", f"must be >= 1, got {self.min_prefill_rows}")
+        require(self.max_prefill_tokens >= 0, "max_prefill_tokens",
+                f"must be >= 0 (0: no limit), got {self.max_prefill_tokens}")
         require(self.min_kv_bucket >= 1, "min_kv_bucket", f"must be >= 1, got {self.min_kv_bucket}")
         require(self.deepconf_window >= 1, "deepconf_window", f"must be >= 1, got {self.deepconf_window}")
         require(self.impl in ("reference", "pallas"), "impl", f"must be 'reference' or 'pallas', got {self.impl!r}")
@@ -61,6 +75,14 @@ class EngineConfig:
                 f"must be 'auto', 'float32' or 'bfloat16', got {self.cache_dtype!r}")
         with config_scope("sampling"):
             self.sampling.validate(vocab_size)
+
+    def prefill_rows_cap(self, tokens: int) -> int:
+        """Most rows one prefill of `tokens`-token bucket holds: batch_slots, or the largest power of two
+        within max_prefill_tokens (at least 1)."""
+        if not self.max_prefill_tokens:
+            return self.batch_slots
+        fit = max(1, self.max_prefill_tokens // tokens)
+        return min(self.batch_slots, 1 << (fit.bit_length() - 1))
 
 
 @dataclasses.dataclass
@@ -108,11 +130,22 @@ def _bucket(n: int, lo: int, hi: int) -> int:
     return min(max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1))))), hi)
 
 
+def reachable_programs(cfg: EngineConfig) -> set[tuple]:
+    """Every (program, shape bucket) key `compiled_programs` can count under these settings: prefills
+    ("prefill", rows, tokens) and decode chunks ("decode", slots, steps, kv_len)."""
+    B, S = cfg.batch_slots, cfg.max_len
+    toks = {_bucket(n, cfg.min_prefill_bucket, S) for n in range(1, S + 1)}
+    prefill = {("prefill", _bucket(n, cfg.min_prefill_rows, cap), t)
+               for t in toks for cap in (cfg.prefill_rows_cap(t),) for n in range(1, cap + 1)}
+    kv = {_bucket(p + cfg.chunk_steps + 1, cfg.min_kv_bucket, S) for p in range(S)}
+    return prefill | {("decode", B, cfg.chunk_steps, k) for k in kv}
+
+
 class DecodeEngine:
     """Slot-based batched decoding over one params pytree (shared with training, never copied)."""
 
     def __init__(self, params: Any, model_cfg: ModelConfig, cfg: EngineConfig, stop_token_ids: Sequence[int],
-                 stop_sequences: Sequence[Sequence[int]] = (), seed: int = 0):
+                 stop_sequences: Sequence[Sequence[int]] = (), seed: int = 0, mesh: Mesh | None = None):
         cfg.validate(model_cfg.vocab_size)
         V = model_cfg.vocab_size
         stop_token_ids = _check_ids(stop_token_ids, V, "stop_token_ids")
@@ -122,33 +155,60 @@ class DecodeEngine:
         self.params, self.model_cfg, self.cfg = params, model_cfg, cfg
         B, S = cfg.batch_slots, cfg.max_len
         cache_dtype = None if cfg.cache_dtype == "auto" else dtype_of(cfg.cache_dtype)
-        self.state = init_state(model_cfg, B, S, cache_dtype)
+        if mesh is None:  # one device: the module-level programs, shared by every engine
+            self._prefill, self._decode, self._row = prefill_jit, decode_chunk_jit, slot_row_jit
+            self.state = init_state(model_cfg, B, S, cache_dtype)
+            self._io = HostIO(None, None, B)
+        else:
+            progs = mesh_programs(mesh, model_cfg, B, S, cache_dtype)
+            self._prefill, self._decode, self._row = progs.prefill, progs.decode_chunk, progs.slot_row
+            self.state = progs.init()
+            self._io = HostIO(mesh, progs.state_shardings["pos"], B)
+        self.mesh, self.collective = mesh, self._io.collective
         m = max([len(s) for s in stop_sequences] + [1])
         seqs = np.full((len(stop_sequences), m), -1, np.int32)
         for i, s in enumerate(stop_sequences):
             seqs[i, m - len(s):] = s
         T, k, p, mp = cfg.sampling.row_arrays(B)
-        self.consts = StepConsts(T, k, p, mp, jnp.asarray(stop_token_ids or [-1], jnp.int32),
-                                 jnp.asarray(seqs), jnp.asarray(cfg.max_new_tokens, jnp.int32),
-                                 jnp.asarray(cfg.deepconf_window, jnp.int32))
+        self.consts = self._io.put(StepConsts(*(np.asarray(x) for x in (T, k, p, mp)),
+                                              np.asarray(stop_token_ids or [-1], np.int32), seqs,
+                                              np.asarray(cfg.max_new_tokens, np.int32),
+                                              np.asarray(cfg.deepconf_window, np.int32)))
         self._static = dict(cfg=model_cfg, conf_k=cfg.sampling.conf_k, impl=cfg.impl)
-        self._key = jax.random.key(seed)  # the same key every call: noise comes from (request seed, position)
-        self._submitted = 0
         self._shapes: set[tuple] = set()
         self._slot_of: dict[Any, int] = {}
         self._req_of: dict[int, Any] = {}
         self._turn_start = np.zeros(B, np.int64)
+        self._thr = np.full(B, -np.inf, np.float32)  # host mirror of each slot's DeepConf threshold
         self._pos = np.zeros(B, np.int64)  # host mirrors of each slot's position and pending token
         self._last = np.zeros(B, np.int64)  # after the last step
         self._running: set[int] = set()
         self._pending: deque = deque()  # (request_id, ids, fresh, threshold, request seed)
+        self.reset(seed)
+
+    def set_params(self, params: Any) -> None:
+        """Decode with `params` from now on (the caller's arrays, not a copy; same tree, shapes and layout as
+        before, so nothing recompiles). Only between requests' turns, as a training step would."""
+        if jax.tree.structure(params) != jax.tree.structure(self.params):
+            raise ValueError("DecodeEngine.set_params: the new params tree differs from the engine's")
+        self.params = params
+
+    def reset(self, seed: int) -> None:
+        """Start over with engine seed `seed` (as a new engine would) keeping the state buffers and compiled
+        programs; the engine must hold no request."""
+        if self._slot_of or self._pending:
+            raise RuntimeError(f"DecodeEngine.reset: {len(self._slot_of) + len(self._pending)} request(s) are "
+                               "still in the engine; finish them first")
+        self._key = self._io.put_key(seed)  # the same key every call: noise from (request seed, position)
+        self._submitted = 0
 
     # ----- requests -------------------------------------------------------------------------------------
     @property
     def free_slots(self) -> int:
-        """Slots not holding a request (running or waiting for an observation), minus queued fresh requests."""
+        """Slots (of this host) not holding a request (running or awaiting an observation), minus queued
+        fresh requests."""
         queued = sum(1 for r in self._pending if r[2])
-        return self.cfg.batch_slots - len(self._slot_of) - queued
+        return len(self._io.own_slots) - len(self._slot_of) - queued
 
     @property
     def has_work(self) -> bool:
@@ -159,6 +219,11 @@ class DecodeEngine:
     def compiled_programs(self) -> int:
         """Distinct (program, shape bucket) pairs used so far: bounded by the bucketing."""
         return len(self._shapes)
+
+    @property
+    def programs_used(self) -> frozenset[tuple]:
+        """The (program, shape bucket) keys used so far, a subset of reachable_programs(cfg)."""
+        return frozenset(self._shapes)
 
     def submit(self, request_id: Any, prompt_ids: Sequence[int], threshold: float | None = None,
                seed: int | None = None) -> None:
@@ -203,16 +268,20 @@ class DecodeEngine:
         del self._req_of[slot]
         self._running.discard(slot)
         n = int(self._pos[slot]) + 1
-        row = jax.device_get(slot_row_jit(self.state, jnp.asarray(slot, jnp.int32)))
+        if self.collective:  # from this host's own shards: no collective, hosts finish independently
+            row = {k: self._io.row(self.state[k], slot) for k in ROW_FIELDS}
+        else:
+            row = jax.device_get(self._row(self.state, jnp.asarray(slot, jnp.int32)))
         get = lambda k: np.asarray(row[k][:n])  # noqa: E731
         return Trajectory(request_id, get("tokens"), get("gen_mask"), get("logprob"), get("sample_logprob"),
                           get("entropy"), get("confidence"), REASONS[int(row["reason"])])
 
     # ----- the loop -------------------------------------------------------------------------------------
-    def _admit(self) -> None:
-        """Prefill waiting requests (fresh ones only into free slots), grouped by token bucket."""
+    def _admit(self, alive: bool = True) -> bool:
+        """Prefill waiting requests (fresh ones only into free slots), grouped by token bucket; multi-host,
+        every host's admissions in one global list. Returns whether any host is alive or has work."""
         B, S = self.cfg.batch_slots, self.cfg.max_len
-        free = [s for s in range(B) if s not in self._req_of]
+        free = [s for s in self._io.own_slots if s not in self._req_of]
         batch = []
         keep: deque = deque()
         while self._pending:
@@ -230,12 +299,16 @@ class DecodeEngine:
                 thr = None
             batch.append((slot, ids, start, fresh, thr, req_seed))
         self._pending = keep
+        parts = self._io.exchange((batch, alive or bool(self._running)))
+        batch = [item for part, _ in parts for item in part]  # process order: the same list on every host
         groups: dict[int, list] = {}
         for item in batch:
             P = _bucket(len(item[1]), self.cfg.min_prefill_bucket, S)
             groups.setdefault(P, []).append(item)
-        for P, items in groups.items():
-            n = _bucket(len(items), self.cfg.min_prefill_rows, B)
+        calls = [(P, items[i:i + cap]) for P, items in groups.items()
+                 for cap in (self.cfg.prefill_rows_cap(P),) for i in range(0, len(items), cap)]
+        for P, items in calls:
+            n = _bucket(len(items), self.cfg.min_prefill_rows, self.cfg.prefill_rows_cap(P))
             slots = np.full(n, B, np.int32)
             toks = np.zeros((n, P), np.int32)
             lens = np.ones(n, np.int32)
@@ -243,21 +316,20 @@ class DecodeEngine:
             fresh = np.zeros(n, bool)
             thr = np.full(n, -np.inf, np.float32)
             seeds = np.zeros(n, np.uint32)
-            cur_thr = np.asarray(jax.device_get(self.state["threshold"]))
             for i, (slot, ids, start, fr, t, rs) in enumerate(items):
                 if start + len(ids) > S - 1:  # no room for the observation: clip, the slot ends at max_length
                     ids = ids[: max(1, S - 1 - start)]
                 slots[i], lens[i], starts[i], fresh[i], seeds[i] = slot, len(ids), start, fr, rs
                 toks[i, : len(ids)] = ids
-                thr[i] = t if t is not None else cur_thr[slot]
+                thr[i] = self._thr[slot] = t if t is not None else self._thr[slot]
                 self._turn_start[slot] = start + len(ids)
             self._shapes.add(("prefill", n, P))
-            self.state = prefill_jit(self.params, self.state, jnp.asarray(slots), jnp.asarray(toks),
-                                     jnp.asarray(lens), jnp.asarray(starts), jnp.asarray(fresh),
-                                     jnp.asarray(thr), jnp.asarray(seeds), self._key, self.consts,
-                                     **self._static)
+            host = self._io.put((slots, toks, lens, starts, fresh, thr, seeds))
+            self.state = self._prefill(self.params, self.state, *host, self._key, self.consts, **self._static)
             for slot, *_ in items:
-                self._running.add(slot)
+                if slot in self._req_of:  # this host's slot (multi-host: the others belong to other hosts)
+                    self._running.add(slot)
+        return any(a for _, a in parts) or bool(batch)
 
     def _kv_bucket(self, max_pos: int) -> int:
         """Cache slots a decode chunk attends over: the power of two (>= min_kv_bucket) covering every
@@ -266,29 +338,41 @@ class DecodeEngine:
         return _bucket(reach, self.cfg.min_kv_bucket, self.cfg.max_len)
 
     def step(self) -> list[TurnEnd]:
-        """Admit waiting requests, run one decode chunk if any slot is active, return the turns that ended."""
-        self._admit()
-        if not self._running:
-            return []
-        active, pos = jax.device_get((self.state["active"], self.state["pos"]))
+        """Admit waiting requests, run one decode chunk if any slot is active, return the turns that ended.
+        Multi-host engines step through `sync_step` (every host at once)."""
+        if self.collective:
+            raise RuntimeError("DecodeEngine.step: a multi-host engine steps with sync_step(alive) on every host")
+        return self._step(True)[0]
+
+    def sync_step(self, alive: bool) -> tuple[list[TurnEnd], bool]:
+        """One step taken by every host together (collective): alive says this host still has trajectories
+        (decoding or awaiting their environment). Returns this host's ended turns and whether any host is
+        still alive; the hosts stop calling together once it is False."""
+        return self._step(alive)
+
+    def _step(self, alive: bool) -> tuple[list[TurnEnd], bool]:
+        anyone = self._admit(alive)
+        if not self.collective and not self._running:
+            return [], anyone
+        active, pos = self._io.get((self.state["active"], self.state["pos"]))
         if active.any():
             kv_len = self._kv_bucket(int(pos[active].max()))
             self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps, kv_len))
-            self.state = decode_chunk_jit(self.params, self.state, self._key, self.consts,
-                                          steps=self.cfg.chunk_steps, kv_len=kv_len, **self._static)
-        active, reason, pos, last = jax.device_get(
+            self.state = self._decode(self.params, self.state, self._key, self.consts,
+                                      steps=self.cfg.chunk_steps, kv_len=kv_len, **self._static)
+        active, reason, pos, last = self._io.get(
             (self.state["active"], self.state["reason"], self.state["pos"], self.state["last"]))
         self._pos[:], self._last[:] = pos, last
         ended = [s for s in self._running if not active[s]]
         if not ended:
-            return []
-        tokens = np.asarray(jax.device_get(self.state["tokens"]))
+            return [], anyone
+        tokens = self._io.get_rows(self.state["tokens"])
         out = []
         for s in sorted(ended):
             self._running.discard(s)
             a, b = int(self._turn_start[s]), int(pos[s]) + 1
             out.append(TurnEnd(self._req_of[s], REASONS[int(reason[s])], tokens[s, a:b].tolist()))
-        return out
+        return out, anyone
 
     def generate(self, prompts: Sequence[Sequence[int]], thresholds: Sequence[float] | None = None) -> list[Trajectory]:
         """Single-turn convenience: run every prompt to its first stop, more prompts than slots included."""

@@ -15,18 +15,26 @@ that decodes it (the engine passes the same key on every call).
 stop sequences, per-turn budget, cache end, DeepConf confidence or non-finite logits.
 `prefill_jit` / `decode_chunk_jit` are their module-level jitted forms (state donated): engines with the same
 static settings (model config, conf_k, impl, chunk steps) and shapes share compiled programs.
+On a mesh (`mesh_programs`), the state is sharded by the run's logical-axis rules (`state_shardings`: cache
+rows and every per-slot array over the batch axes data x fsdp, KV heads over tensor) and the same programs
+are jitted with those out_shardings, so the state keeps its layout across calls and the parameters are
+used where they lie (sharded like training's; never gathered onto one device).
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vagent_jax.kernels.sampling import sample
 from vagent_jax.kernels.sampling_reference import position_seeds
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import forward, init_cache, merge_cache, split_cache, unstack_layers
+from vagent_jax.models.transformer import (cache_logical_axes, forward, init_cache, merge_cache, split_cache,
+                                           unstack_layers)
+from vagent_jax.sharding import logical_to_spec, tree_shardings
 
 REASONS = {0: "running", 1: "stop_token", 2: "stop_sequence", 3: "max_new_tokens", 4: "max_length",
            5: "deepconf", 6: "nonfinite"}
@@ -205,3 +213,38 @@ prefill_jit = jax.jit(prefill, static_argnames=("cfg", "conf_k", "impl"), donate
 decode_chunk_jit = jax.jit(decode_chunk, static_argnames=("cfg", "steps", "conf_k", "impl", "kv_len"),
                            donate_argnames=("st",))
 slot_row_jit = jax.jit(slot_row)
+
+
+def state_shardings(cfg: ModelConfig, batch: int, max_len: int, cache_dtype: Any, mesh: Mesh) -> State:
+    """NamedShardings of the slot state on `mesh`: the cache by cache_logical_axes (rows over data x fsdp,
+    KV heads over tensor), every other field by its leading (slot) axis over data x fsdp."""
+    shapes = jax.eval_shape(lambda: init_state(cfg, batch, max_len, cache_dtype))
+    out = {k: NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (v.ndim - 1), v.shape, mesh))
+           for k, v in shapes.items() if k != "cache"}
+    out["cache"] = tree_shardings(cache_logical_axes(), shapes["cache"], mesh)
+    return out
+
+
+class EnginePrograms(NamedTuple):
+    """The engine's jitted programs for one (mesh, model, slots, cache length, cache dtype)."""
+
+    init: Callable[[], State]  # empty state, created sharded
+    prefill: Any
+    decode_chunk: Any
+    slot_row: Any
+    state_shardings: State
+    replicated: NamedSharding
+
+
+@functools.lru_cache(maxsize=32)
+def mesh_programs(mesh: Mesh, cfg: ModelConfig, batch: int, max_len: int, cache_dtype: Any) -> EnginePrograms:
+    """prefill / decode_chunk / slot_row jitted for the state sharded on `mesh` (out_shardings fixed to the
+    state's, state donated); one set per mesh and shape, shared by every engine built on them."""
+    st = state_shardings(cfg, batch, max_len, cache_dtype, mesh)
+    rep = NamedSharding(mesh, PartitionSpec())
+    init = jax.jit(functools.partial(init_state, cfg, batch, max_len, cache_dtype), out_shardings=st)
+    pre = jax.jit(prefill, static_argnames=("cfg", "conf_k", "impl"), donate_argnames=("st",), out_shardings=st)
+    dec = jax.jit(decode_chunk, static_argnames=("cfg", "steps", "conf_k", "impl", "kv_len"),
+                  donate_argnames=("st",), out_shardings=st)
+    row = jax.jit(slot_row, out_shardings=rep)
+    return EnginePrograms(init, pre, dec, row, st, rep)

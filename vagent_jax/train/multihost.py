@@ -13,8 +13,8 @@ launched with different overrides stop with an error naming the disagreeing proc
 Data: every process holds the same host-side (numpy) global batch; `to_global` turns it into jax.Arrays
 with the step's batch sharding, each process filling only the rows of its own devices. `to_host` is the
 way back for arrays that span processes, `allgather_objects` moves small picklable results (rollouts,
-iterator states) to every host, `local_params` copies sharded params onto this host's first device for
-the decode engine (the small-model path).
+iterator states) to every host. The decode engine needs none of these for parameters: it decodes with the
+globally sharded train-state params on every host (sampling/engine_hosts.py).
 """
 from __future__ import annotations
 
@@ -234,18 +234,6 @@ def to_host(x: Any) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
-
-
-def local_params(params: Any) -> Any:
-    """Params usable by this host's decode engine: unchanged when every shard is local; otherwise the
-    full arrays all-gathered and placed on this host's first device (a full copy per host: small models)."""
-    leaves = jax.tree.leaves(params)
-    if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
-        return params
-    from jax.experimental import multihost_utils
-
-    full = multihost_utils.process_allgather(params, tiled=True)
-    return jax.device_put(full, jax.local_devices()[0])
 
 
 def primary_first(fn: Any, name: str) -> Any:

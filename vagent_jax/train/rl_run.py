@@ -1,7 +1,9 @@
 """`vagent rl CONFIG`: the RL loop. Each step: draw prompts (grain iterator), roll out G samples each with
 the decode engine and the environment workers, shape rewards, drop zero-signal groups and draw more
 (DAPO dynamic sampling, capped rounds), compute group advantages, update (on-policy: one update per
-batch by default), log, checkpoint. The engine decodes with the train state's own device params (no copy).
+batch by default), log, checkpoint. One decode engine serves the whole run: its KV cache is sharded on the
+run's mesh by the training rules table, and each step it decodes with the train state's own device params
+(no copy, no recompilation).
 
 The training signal follows docs/algorithms.md: every training log-prob and entropy is taken at the
 rollout temperature; dynamic sampling keeps a group iff 0 < #correct < G (on the verifier's verdict, not
@@ -15,8 +17,9 @@ worker timing; the checkpoint holds params, optimizer state, step, the iterator 
 controller and the curriculum.
 
 Multi-host (train/multihost.py): each process draws its own shards' prompts (ShardedTaskIterator), rolls
-them out with its own engine (a local copy of the params) and env pool, numbering requests by their
-global index in the step so sampled tokens do not depend on the host. The rollouts are then gathered
+them out in its own slots of the run's one engine (params globally sharded, never gathered; every host
+steps the engine together) with its own env pool, numbering requests by their global index in the step
+so sampled tokens do not depend on the host. The rollouts are then gathered
 to every process, so dynamic sampling, advantages, the update batch and the logged metrics are global
 and the same everywhere; the update runs on the global mesh; process 0 alone writes metrics and files.
 """
@@ -31,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vagent_jax.aot_inputs import abstract_params
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, train_tasks
@@ -44,11 +48,11 @@ from vagent_jax.rl.rollout_batch import (RewardShapingConfig, generation_budget,
                                          loss_rows_kept, minibatch_slices, shaped_rewards, update_batch)
 from vagent_jax.rollout import RolloutRunner
 from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
-from vagent_jax.sharding import MeshConfig
+from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
-from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, local_params,
-                                        primary_first, to_host)
+from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, primary_first,
+                                        to_host)
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, write_policy_meta
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
@@ -139,6 +143,7 @@ class RLTrainer:
         self.mesh = run_mesh(cfg.mesh, cfg.num_devices)
         init = load_policy(cfg.init_from, self.mesh)
         self.model, self.tok, self.template = init.model, init.tokenizer, init.template
+        check_params_sharded(abstract_params(self.model, self.mesh), self.mesh, cfg.mesh.max_replicated_fraction)
         with config_scope("engine"):
             cfg.engine.validate(self.model.vocab_size)
         require(cfg.engine.max_len <= self.model.max_seq_len, "engine.max_len",
@@ -174,6 +179,8 @@ class RLTrainer:
                          if cfg.updates_per_batch > 1 else None)
         self.stop_ids = stop_token_ids(self.template, self.tok)
         self.key = jax.random.key(cfg.seed)
+        # One engine per run, its KV cache sharded on the run's mesh; each step hands it the new params.
+        self.engine = DecodeEngine(self.state.params, self.model, cfg.engine, self.stop_ids, mesh=self.mesh)
 
     def _level_iterator(self):  # noqa: ANN202
         """This process's task shards at the current curriculum level (tasks.difficulty without a curriculum)."""
@@ -201,8 +208,9 @@ class RLTrainer:
         """Rollout rounds until prompts_per_step groups carry signal (or max_rounds); returns the kept
         groups' results, their shaped rewards, every result of the step, and counters."""
         cfg, G = self.cfg, self.cfg.group_size
-        engine = DecodeEngine(local_params(self.state.params), self.model, cfg.engine, self.stop_ids,
-                              seed=cfg.seed * 1_000_003 + step)
+        engine = self.engine
+        engine.set_params(self.state.params)  # the updated params, used where they lie (no gather)
+        engine.reset(seed=cfg.seed * 1_000_003 + step)
         runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, lockstep=cfg.rollout_lockstep)
         kept: list = []
         kept_r: list = []

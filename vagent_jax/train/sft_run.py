@@ -22,12 +22,13 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
+from vagent_jax.aot_inputs import abstract_params
 from vagent_jax.chat_template import render_chat
 from vagent_jax.config import require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
 from vagent_jax.data.task_source import TaskConfig, train_tasks
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.sharding import MeshConfig
+from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.tokenizer import Tokenizer, check_vocab_fits, load_tokenizer
 from vagent_jax.tokenizer_train import train_sentencepiece
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
@@ -174,6 +175,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         tok = primary_first(lambda: run_tokenizer(cfg, out, chats), "vagent-sft-tokenizer")
         tok_path = Path(cfg.tokenizer.path) if cfg.tokenizer.path else out / "tokenizer"
     check_vocab_fits(tok, model_cfg.vocab_size, "model.vocab_size")
+    check_params_sharded(abstract_params(model_cfg, mesh), mesh, cfg.mesh.max_replicated_fraction)
     batches, cut = sft_batches(chats, tok, template, cfg.seq_len, cfg.batch_size)
     if is_primary():
         write_policy_meta(out, model_cfg, cfg.optimizer, template, tok_path)
