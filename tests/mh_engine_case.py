@@ -18,6 +18,22 @@ ENGINE = EngineConfig(batch_slots=8, max_len=64, max_new_tokens=6, chunk_steps=4
 OBSERVATION = [3, 5, 7, 11]
 
 
+def handle_turns(engine, ended, turns: dict, done: dict) -> list:
+    """Process the turns that ended: a first turn gets OBSERVATION and resumes, a second finishes and its
+    trajectory goes to `done`; returns the ids that finished."""
+    finished = []
+    for t in ended:
+        turns[t.request_id] += 1
+        if turns[t.request_id] == 1:
+            engine.resume(t.request_id, OBSERVATION)
+            continue
+        traj = engine.finish(t.request_id)
+        done[t.request_id] = {"tokens": traj.tokens.tolist(), "gen_mask": traj.gen_mask.tolist(),
+                              "reason": traj.reason}
+        finished.append(t.request_id)
+    return finished
+
+
 def prompts() -> list[list[int]]:
     """11 prompts of 3..19 tokens: uneven per host (6 and 5), more than a host's 4 slots."""
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ from vagent_jax.train.multihost import DistributedConfig, initialize
 from vagent_jax.train.train_state import param_shardings
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from mh_engine_case import CFG, ENGINE, OBSERVATION, init_params, prompts  # noqa: E402
+from mh_engine_case import CFG, ENGINE, handle_turns, init_params, prompts  # noqa: E402
 
 
 def main(coordinator: str, n: int, pid: int, out: str) -> None:
@@ -37,15 +37,7 @@ def main(coordinator: str, n: int, pid: int, out: str) -> None:
         ended, anyone = engine.sync_step(bool(live))
         if not anyone:
             break
-        for t in ended:
-            turns[t.request_id] += 1
-            if turns[t.request_id] == 1:
-                engine.resume(t.request_id, OBSERVATION)
-                continue
-            traj = engine.finish(t.request_id)
-            done[t.request_id] = {"tokens": traj.tokens.tolist(), "gen_mask": traj.gen_mask.tolist(),
-                                  "reason": traj.reason}
-            live.discard(t.request_id)
+        live.difference_update(handle_turns(engine, ended, turns, done))
     held = {}
     for x in jax.tree.leaves((params, engine.state["cache"])):
         for s in x.addressable_shards:

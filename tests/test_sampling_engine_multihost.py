@@ -11,8 +11,8 @@ from pathlib import Path
 
 import jax
 
-from mh_engine_case import CFG, ENGINE, OBSERVATION, init_params, prompts
-from test_train_multihost import ROOT, TESTS, _env, _free_port
+from mh_engine_case import CFG, ENGINE, handle_turns, init_params, prompts
+from test_train_multihost import ROOT, TESTS, _env, _free_port, wait_all
 from vagent_jax.sampling.engine import DecodeEngine
 
 TIMEOUT = 240
@@ -26,14 +26,7 @@ def _one_device_reference() -> dict[int, dict]:
         eng.submit(i, p, seed=i)
     turns, done = {i: 0 for i in range(len(every))}, {}
     while len(done) < len(every):
-        for t in eng.step():
-            turns[t.request_id] += 1
-            if turns[t.request_id] == 1:
-                eng.resume(t.request_id, OBSERVATION)
-                continue
-            traj = eng.finish(t.request_id)
-            done[t.request_id] = {"tokens": traj.tokens.tolist(), "gen_mask": traj.gen_mask.tolist(),
-                                  "reason": traj.reason}
+        handle_turns(eng, eng.step(), turns, done)
     return done
 
 
@@ -43,14 +36,8 @@ def test_two_hosts_decode_their_own_rows_like_one_device(tmp_path: Path) -> None
     procs = [subprocess.Popen([sys.executable, str(TESTS / "mh_engine_driver.py"), f"127.0.0.1:{port}", "2", str(i),
                                str(outs[i])], env=_env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in range(2)]
-    for i, p in enumerate(procs):
-        try:
-            _, err = p.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        assert p.returncode == 0, f"process {i} failed:\n{err[-4000:]}"
+    for i, done in enumerate(wait_all(procs, TIMEOUT)):
+        assert done.returncode == 0, f"process {i} failed:\n{done.stderr[-4000:]}"
     res = [json.loads(o.read_text()) for o in outs]
     assert res[0]["own_slots"] == [0, 1, 2, 3] and res[1]["own_slots"] == [4, 5, 6, 7]
     got = {int(k): v for r in res for k, v in r["done"].items()}

@@ -97,10 +97,15 @@ def _run_job(command: str, overrides: list[str], processes: int) -> list[subproc
                               env=_env(4 // processes), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
              for i in range(processes)]
+    return wait_all(procs, TIMEOUT)
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[subprocess.CompletedProcess]:
+    """Wait for every process (text pipes); on a timeout kill them all and re-raise."""
     out = []
     for p in procs:
         try:
-            stdout, stderr = p.communicate(timeout=TIMEOUT)
+            stdout, stderr = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
