@@ -142,6 +142,21 @@ def select_tokens(cfg: PolicyLossConfig, logp: jax.Array, old_logp: jax.Array, a
     return Selections(cov, detached, kl_cov, kept)
 
 
+def _check_options(cfg, rollout_logp, ref_logp, entropy, key, entropy_coef, max_len, selections) -> None:
+    """Stop naming the input an option of `cfg` needs and did not get."""
+    if cfg.aggregation == "seq_sum_const" and (max_len is None or max_len <= 0):
+        raise ValueError(f"aggregation 'seq_sum_const' needs max_len > 0 (the generation limit), got {max_len}")
+    if cfg.mismatch != "none" and rollout_logp is None:
+        raise ValueError(f"mismatch '{cfg.mismatch}' needs rollout_logp [B, T] from the sampler")
+    if cfg.kl != "none" and ref_logp is None:
+        raise ValueError(f"kl '{cfg.kl}' needs ref_logp [B, T] from the reference policy")
+    if cfg.covariance == "clip_cov" and key is None and selections is None:
+        raise ValueError("covariance 'clip_cov' needs a PRNG key (random pick of the tokens to detach)")
+    no_bonus = isinstance(entropy_coef, (int, float)) and entropy_coef == 0
+    if entropy is None and (cfg.entropy_top_frac < 1 or not no_bonus):
+        raise ValueError("entropy [B, T] is required by entropy_top_frac < 1 and by a nonzero entropy_coef")
+
+
 def _pg_token_loss(cfg, log_ratio, logp, adv, m, kl_cov_sel):
     """Per-token policy-gradient loss [B, T] and (clip_low, clip_high) indicator masks."""
     ratio = jnp.exp(log_ratio)
@@ -214,17 +229,7 @@ def policy_loss(
     logp, old_logp = jnp.asarray(logp), jnp.asarray(old_logp)
     advantages, mask = jnp.asarray(advantages, jnp.float32), jnp.asarray(mask)
     _check_shapes(logp, old_logp, advantages, mask, rollout_logp=rollout_logp, ref_logp=ref_logp, entropy=entropy)
-    if cfg.aggregation == "seq_sum_const" and (max_len is None or max_len <= 0):
-        raise ValueError(f"aggregation 'seq_sum_const' needs max_len > 0 (the generation limit), got {max_len}")
-    if cfg.mismatch != "none" and rollout_logp is None:
-        raise ValueError(f"mismatch '{cfg.mismatch}' needs rollout_logp [B, T] from the sampler")
-    if cfg.kl != "none" and ref_logp is None:
-        raise ValueError(f"kl '{cfg.kl}' needs ref_logp [B, T] from the reference policy")
-    if cfg.covariance == "clip_cov" and key is None and selections is None:
-        raise ValueError("covariance 'clip_cov' needs a PRNG key (random pick of the tokens to detach)")
-    no_bonus = isinstance(entropy_coef, (int, float)) and entropy_coef == 0
-    if entropy is None and (cfg.entropy_top_frac < 1 or not no_bonus):
-        raise ValueError("entropy [B, T] is required by entropy_top_frac < 1 and by a nonzero entropy_coef")
+    _check_options(cfg, rollout_logp, ref_logp, entropy, key, entropy_coef, max_len, selections)
 
     valid = mask > 0
     m = valid.astype(jnp.float32)

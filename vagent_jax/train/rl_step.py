@@ -115,6 +115,40 @@ def _covariance_metric(pairs: dict[str, tuple[jax.Array, jax.Array]]) -> tuple[j
     return cov * n, n
 
 
+def _micro_loss(params: Any, mb: dict[str, jax.Array], key: jax.Array, entropy_coef: jax.Array, ref_params: Any, *,
+                stats: Callable[..., Any], loss_cfg: PolicyLossConfig, max_len: int | None) -> tuple[jax.Array, Any]:
+    """One micro-batch's (loss_sum, (denominator, pairs, maxima, (entropy, mask))) for accumulate_gradients."""
+    logp, ent, valid = stats(params, mb)
+    mask = valid & (mb["loss_mask"] > 0)
+    old = mb["old_logp"] if "old_logp" in mb else jax.lax.stop_gradient(logp)
+    ref = mb.get("ref_logp")
+    if ref_params is not None:
+        ref = jax.lax.stop_gradient(stats(ref_params, mb)[0])
+    rollout = mb.get("rollout_logp")
+    loss_sum, den, pairs = policy_loss(
+        logp, old, mb["advantages"], mask, cfg=loss_cfg, rollout_logp=rollout, ref_logp=ref,
+        entropy=ent, key=key, entropy_coef=entropy_coef, max_len=max_len, selections=_unpack_selections(mb))
+    pairs = {**pairs, **_covariance_pairs(logp, mb["advantages"], mask)}
+    maxima = {}
+    if rollout is not None:
+        mm = mismatch_metrics(jax.lax.stop_gradient(old), rollout, mask)
+        pairs = {**pairs, **{f"mismatch_{k}": v for k, v in mm.means.items()}}
+        maxima = {f"mismatch_{k}": v for k, v in mm.maxima.items()}
+    return loss_sum, (den, pairs, maxima, (jax.lax.stop_gradient(ent), mask))
+
+
+def _step_metrics(acc: Any, upd: dict[str, jax.Array]) -> StepMetrics:
+    """StepMetrics of one update from the accumulated micro-batch sums and the optimizer update's metrics."""
+    pairs = dict(acc.pairs)
+    pairs["cov_mean"] = _covariance_metric(pairs)
+    pairs["loss"] = (acc.loss_sum, acc.denominator)
+    one = jnp.float32(1.0)
+    pairs.update(grad_norm=(upd["grad_norm"], one), lr=(upd["lr"], one))
+    totals = {"tokens": pairs["entropy"][1], "skipped": upd["skipped"], "updates": one}
+    ent, mask = (merge_micro_batches(x) for x in acc.outputs)
+    return StepMetrics(pairs, dict(acc.maxima), totals, ent, mask)
+
+
 def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: PolicyLossConfig, mesh: Mesh,
                  micro_batches: int = 1, *, max_len: int | None = None, temperature: float = 1.0,
                  seq_chunk: int = 256) -> RLStepFn:
@@ -152,49 +186,24 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
                                     seq_chunk=seq_chunk, temperature=temperature)
 
     def build(keys: tuple[str, ...], with_ref: bool) -> Any:
-        def micro_loss(params, mb, key, entropy_coef, ref_params):
-            logp, ent, valid = stats(params, mb)
-            mask = valid & (mb["loss_mask"] > 0)
-            old = mb["old_logp"] if "old_logp" in mb else jax.lax.stop_gradient(logp)
-            ref = mb.get("ref_logp")
-            if ref_params is not None:
-                ref = jax.lax.stop_gradient(stats(ref_params, mb)[0])
-            rollout = mb.get("rollout_logp")
-            loss_sum, den, pairs = policy_loss(
-                logp, old, mb["advantages"], mask, cfg=loss_cfg, rollout_logp=rollout, ref_logp=ref,
-                entropy=ent, key=key, entropy_coef=entropy_coef, max_len=max_len,
-                selections=_unpack_selections(mb))
-            pairs = {**pairs, **_covariance_pairs(logp, mb["advantages"], mask)}
-            maxima = {}
-            if rollout is not None:
-                mm = mismatch_metrics(jax.lax.stop_gradient(old), rollout, mask)
-                pairs = {**pairs, **{f"mismatch_{k}": v for k, v in mm.means.items()}}
-                maxima = {f"mismatch_{k}": v for k, v in mm.maxima.items()}
-            return loss_sum, (den, pairs, maxima, (jax.lax.stop_gradient(ent), mask))
-
         def step(state, batch, key, entropy_coef, ref_params):
             micro = split_micro_batches(batch, micro_batches, mesh)
             if presel:
                 micro = {**micro, **split_micro_batches(
                     _batch_selections(state.params, micro, key, loss_cfg, stats), micro_batches, mesh)}
-            loss_fn = lambda p, mb, i: micro_loss(p, mb, key, entropy_coef, ref_params)  # noqa: E731
+            loss_fn = lambda p, mb, i: _micro_loss(p, mb, key, entropy_coef, ref_params, stats=stats,  # noqa: E731
+                                                   loss_cfg=loss_cfg, max_len=max_len)
             acc = accumulate_gradients(loss_fn, state.params, micro, s_shard.params)
             loss = divide(acc.loss_sum, acc.denominator)
             grads = jax.tree.map(lambda g: divide(g, acc.denominator), acc.grads)
             new_state, upd = guarded_update(state, grads, loss, tx, lr_fn)
-            pairs = dict(acc.pairs)
-            pairs["cov_mean"] = _covariance_metric(pairs)
-            pairs["loss"] = (acc.loss_sum, acc.denominator)
-            one = jnp.float32(1.0)
-            pairs.update(grad_norm=(upd["grad_norm"], one), lr=(upd["lr"], one))
-            totals = {"tokens": pairs["entropy"][1], "skipped": upd["skipped"], "updates": one}
-            ent, mask = (merge_micro_batches(x) for x in acc.outputs)
-            return new_state, StepMetrics(pairs, dict(acc.maxima), totals, ent, mask)
+            return new_state, _step_metrics(acc, upd)
 
         b_shard = {k: batch_sharding(mesh, 1 if k in PER_ROW else 2) for k in keys}
         ref_shard = s_shard.params if with_ref else None
         return jax.jit(step, in_shardings=(s_shard, b_shard, replicated, replicated, ref_shard),
                        out_shardings=(s_shard, replicated), donate_argnums=0)
+
     def variant(batch: dict[str, Any], ref_params: Any) -> tuple[Any, dict[str, Any]]:
         check_batch(batch, RL_REQUIRED, RL_OPTIONAL, PER_ROW, micro_batches, mesh, "RL")
         if loss_cfg.mismatch != "none" and "rollout_logp" not in batch:
