@@ -158,22 +158,27 @@ def batch_for_step(step: int, num_batches: int, seed: int) -> int:
     return int(np.random.default_rng([seed, epoch]).permutation(num_batches)[pos])
 
 
+def _starting_policy(cfg: SFTConfig, out: Path, chats: Any, mesh: Any) -> tuple[Any, Any, str, Any, Path]:
+    """(init policy or None, model config, template, tokenizer, tokenizer path): from `init_from` (an HF or
+    run directory) when set, else the configured model and a tokenizer trained or loaded for this run."""
+    if not cfg.init_from:
+        tok = primary_first(lambda: run_tokenizer(cfg, out, chats), "vagent-sft-tokenizer")
+        tok_path = Path(cfg.tokenizer.path) if cfg.tokenizer.path else out / "tokenizer"
+        return None, cfg.model, cfg.tokenizer.template or "chatml", tok, tok_path
+    init = load_policy(cfg.init_from, mesh, expect_model=cfg.model, model_default=SFTConfig().model,
+                       template=cfg.tokenizer.template)
+    require(cfg.seq_len <= init.model.max_seq_len, "seq_len",
+            f"{cfg.seq_len} exceeds max_seq_len {init.model.max_seq_len} of the policy in {cfg.init_from}")
+    return init, init.model, init.template, init.tokenizer, init.tokenizer_path
+
+
 def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     """Train; with resume=True continue from the newest complete checkpoint in out_dir. Returns the summary."""
     check_same_config(cfg, "sft config")
     out = check_writable(cfg.out_dir, "sft")
     chats = primary_first(lambda: demo_conversations(cfg), "vagent-sft-demos")
     mesh = run_mesh(cfg.mesh, cfg.num_devices)
-    model_cfg, template = cfg.model, cfg.tokenizer.template or "chatml"
-    init = load_policy(cfg.init_from, mesh, expect_model=cfg.model, model_default=SFTConfig().model,
-                       template=cfg.tokenizer.template) if cfg.init_from else None
-    if init is not None:
-        model_cfg, template, tok, tok_path = init.model, init.template, init.tokenizer, init.tokenizer_path
-        require(cfg.seq_len <= model_cfg.max_seq_len, "seq_len",
-                f"{cfg.seq_len} exceeds max_seq_len {model_cfg.max_seq_len} of the policy in {cfg.init_from}")
-    else:
-        tok = primary_first(lambda: run_tokenizer(cfg, out, chats), "vagent-sft-tokenizer")
-        tok_path = Path(cfg.tokenizer.path) if cfg.tokenizer.path else out / "tokenizer"
+    init, model_cfg, template, tok, tok_path = _starting_policy(cfg, out, chats, mesh)
     check_vocab_fits(tok, model_cfg.vocab_size, "model.vocab_size")
     check_params_sharded(abstract_params(model_cfg, mesh), mesh, cfg.mesh.max_replicated_fraction)
     batches, cut = sft_batches(chats, tok, template, cfg.seq_len, cfg.batch_size)
