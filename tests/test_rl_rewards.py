@@ -68,3 +68,11 @@ def test_dynamic_sampling_keep():
 
 def test_overlong_filter_mask():
     np.testing.assert_array_equal(np.asarray(overlong_filter_mask(np.array([True, False, True]))), [0.0, 1.0, 0.0])
+
+
+def test_loss_rows_kept_counts_generated_tokens_against_l_max():
+    from vagent_jax.rl.rollout_batch import loss_rows_kept
+
+    truncated, lengths = np.array([True, False, False, False]), np.array([3, 11, 10, 2])
+    np.testing.assert_array_equal(loss_rows_kept(truncated, lengths, 10, True), [False, False, True, True])
+    np.testing.assert_array_equal(loss_rows_kept(truncated, lengths, 10, False), [True] * 4)  # filtering off

@@ -17,7 +17,8 @@ import numpy as np
 
 from vagent_jax.config import require
 from vagent_jax.rl.advantages import compute_advantages
-from vagent_jax.rl.rewards import dynamic_sampling_keep, lead_length_reward, soft_overlong_punishment
+from vagent_jax.rl.rewards import (dynamic_sampling_keep, lead_length_reward, overlong_filter_mask,
+                                   soft_overlong_punishment)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ def loss_rows_kept(truncated: np.ndarray, lengths: np.ndarray, l_max: int, overl
     truncated = np.asarray(truncated, bool)
     if not overlong_filter:
         return np.ones(truncated.shape, bool)
-    return ~(truncated | (np.asarray(lengths) > l_max))
+    return np.asarray(overlong_filter_mask(truncated | (np.asarray(lengths) > l_max))) > 0
 
 
 def group_advantages(name: str, rewards: np.ndarray, lengths: np.ndarray, correct: np.ndarray,
