@@ -29,22 +29,29 @@ from vagent_jax.train.report import write_report
 from vagent_jax.train.rl_run import RLConfig, run_rl
 from vagent_jax.train.run_common import check_writable, run_mesh
 from vagent_jax.train.sft_run import SFTConfig, TokenizerConfig, run_sft
+from vagent_jax.train.sft_validation import SFTValidationConfig
 
 # The SFT demonstrations are deliberately mixed (measured on this project's 2-core CPU machine, difficulty-1
 # calculator tasks, this model): 30% of them answer at once, as a demonstrator who knows the product would,
 # and 70% call the calculator and copy its result. The policy imitates both habits but can only execute the
-# second: after 400 SFT steps it calls the tool on ~71% of held-out tasks and passes 51-61% (~83% when it calls
-# the tool, ~0% when it answers directly). Copying forms at ~300-350 steps at lr 1e-3 (later with fewer tool
-# demos). DAPO then has a decision whose outcome differs within every group, so nearly every group carries
-# signal, and 20 steps at lr 3e-4 raised the tool-call rate to ~97%. At lr 1e-3 the first DAPO update (Adam's
-# first step moves every weight by ~lr) collapsed the policy to 0% pass.
-SFT_STEPS = 400
+# second (~83% pass when it calls the tool, ~0% when it answers directly). DAPO then has a decision whose
+# outcome differs within every group, so nearly every group carries signal; at lr 1e-3 the first DAPO update
+# (Adam's first step moves every weight by ~lr) collapsed the policy to 0% pass, so RL uses 3e-4.
+# Copying (the expression into the call, the result into the answer) forms suddenly: the SFT loss sits at
+# ~0.55 (copied digits at ~1.2 nats each, i.e. guessed) for 100-300 steps, then drops to ~0.12 within ~80
+# steps, and when that happens depends on the seed (seed 0 at ~220, seed 1 at ~300). Under the former cosine
+# schedule over a fixed 400 steps, seed 1's drop began as the learning rate decayed and never finished
+# (0.37 at step 400, 0% pass). So SFT runs at a constant lr and stops on evidence: pass@1 on 64 held-out
+# training tasks every 50 steps, stopping once it has learned something and stopped improving, cap 800.
+SFT_MAX_STEPS = 800
 DIRECT_DEMO_FRACTION = 0.3
 RL_STEPS = 30
 RL_LR = 3e-4
 
 _ENGINE = EngineConfig(batch_slots=64, max_len=192, max_new_tokens=48, chunk_steps=16,
                        sampling=SamplingConfig(temperature=1.0))
+_SFT_VALIDATION = SFTValidationConfig(every=50, tasks=64, patience=2, min_steps=200, min_delta=0.02,
+                                      min_pass_rate=0.1, engine=_ENGINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +66,10 @@ class DemoConfig:
         tokenizer=TokenizerConfig(vocab_size=512),
         model=ModelConfig(vocab_size=512, d_model=128, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=32,
                           d_ff=384, max_seq_len=256),
-        direct_demo_fraction=DIRECT_DEMO_FRACTION, steps=SFT_STEPS, batch_size=16, seq_len=256, save_every=100,
-        log_every=10,
-        optimizer=OptimizerConfig(lr=1e-3, warmup_steps=20, total_steps=SFT_STEPS, weight_decay=0.01))
+        direct_demo_fraction=DIRECT_DEMO_FRACTION, steps=SFT_MAX_STEPS, batch_size=16, seq_len=256, save_every=100,
+        log_every=10, validation=_SFT_VALIDATION,
+        optimizer=OptimizerConfig(lr=1e-3, warmup_steps=20, schedule="constant", total_steps=SFT_MAX_STEPS,
+                                  weight_decay=0.01))
     rl: RLConfig = RLConfig(init_from="<sft>", steps=RL_STEPS, prompts_per_step=16, group_size=8, engine=_ENGINE,
                             loss=PolicyLossConfig(), save_every=10,
                             optimizer=OptimizerConfig(lr=RL_LR, warmup_steps=0, schedule="constant", total_steps=1000))
@@ -78,6 +86,7 @@ class DemoConfig:
 
 
 QUICK_OVERRIDES = ["tasks.num_tasks=200", "tasks.eval_tasks=16", "sft.steps=30", "sft.optimizer.total_steps=30",
+                   "sft.validation.every=15", "sft.validation.tasks=8", "sft.validation.engine.batch_slots=16",
                    "sft.optimizer.warmup_steps=5", "sft.log_every=5", "sft.model.n_layers=2", "sft.model.d_model=64",
                    "sft.model.d_ff=128", "sft.model.head_dim=16", "rl.steps=2", "rl.prompts_per_step=4",
                    "rl.group_size=4", "rl.max_rounds=1", "rl.engine.batch_slots=16", "eval_engine.batch_slots=16"]
@@ -128,7 +137,8 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict[str, Any]:
         "env": cfg.tasks.env, "eval_tasks": len(held_out),
         "sft_pass_rate": sft_eval["pass_rate"], "sft_pass_rate_95ci": sft_eval["pass_rate_95ci"],
         "rl_pass_rate": rl_eval["pass_rate"], "rl_pass_rate_95ci": rl_eval["pass_rate_95ci"],
-        "rl_lift_points": 100 * lift, "sft_steps": sft_cfg.steps, "rl_steps": rl_cfg.steps,
+        "rl_lift_points": 100 * lift, "sft_steps": sft["steps"], "sft_stopped_early": sft["stopped_early"],
+        "sft_validation_curve": sft["validation_curve"], "rl_steps": rl_cfg.steps,
         "sft_seconds": sft["seconds"], "rl_seconds": rl["seconds"], "total_seconds": time.perf_counter() - t0,
         "sft_eval": sft_eval, "rl_eval": rl_eval,
     }
@@ -141,7 +151,7 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict[str, Any]:
         "|---|---|---|---|---|---|---|",
         *(f"| {label} | {steps} | {fmt(e)} | {e.get('tool_calls', 0):.2f} | {e.get('response_length_mean', 0):.1f} | "
           f"{e.get('truncation_rate', 0):.2f} | {secs:.0f} |"
-          for label, steps, e, secs in (("SFT (imitate)", sft_cfg.steps, sft_eval, sft["seconds"]),
+          for label, steps, e, secs in (("SFT (imitate)", sft["steps"], sft_eval, sft["seconds"]),
                                         ("+ DAPO (explore)", rl_cfg.steps, rl_eval, rl["seconds"]))),
         "", f"DAPO changed held-out pass@1 by {100 * lift:+.1f} points on {len(held_out)} tasks.",
         "" if not cfg.sft.direct_demo_fraction else

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import jax
 import numpy as np
@@ -36,9 +36,11 @@ from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
 from vagent_jax.train.multihost import check_same_config, is_primary, primary_first
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.packing import pack_examples
-from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, write_policy_meta
+from vagent_jax.train.policy_dir import CHECKPOINT_DIR, Policy, load_policy, write_policy_meta
 from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, save_on_interrupt
 from vagent_jax.train.sft_step import make_sft_step
+from vagent_jax.train.sft_validation import (SFTValidationConfig, check_validation_setup, should_stop,
+                                             validation_pass_rate)
 from vagent_jax.train.train_state import create_train_state, train_state_from_params
 
 
@@ -83,6 +85,8 @@ class SFTConfig:
     save_every: int = 100
     log_every: int = 10
     max_bad_steps: int = 5
+    # every > 0: pass@1 on held-out training tasks every N steps, stop when it stops improving (steps = cap)
+    validation: SFTValidationConfig = SFTValidationConfig()
 
     def validate(self) -> None:
         """Cross-field checks naming the key."""
@@ -113,8 +117,9 @@ def demo_conversations(cfg: SFTConfig) -> list[list[dict[str, str]]]:
         env = get_env(cfg.tasks.env)
         source = train_tasks(cfg.tasks)
         direct = np.random.default_rng([cfg.seed, 7]).random(len(source)) < cfg.direct_demo_fraction
+        n_demo = len(source) - (cfg.validation.tasks if cfg.validation.every else 0)  # the rest: validation_tasks
         return [[m.to_dict() for m in (env.direct_demonstration if direct[i] else env.demonstration)(source[i])]
-                for i in range(len(source))]
+                for i in range(n_demo)]
     records = read_jsonl_tasks(cfg.demos_path, required_keys=("messages",))  # type: ignore[arg-type]
     out = []
     for i, rec in enumerate(records):
@@ -123,6 +128,14 @@ def demo_conversations(cfg: SFTConfig) -> list[list[dict[str, str]]]:
             raise ValueError(f"{cfg.demos_path} record {i + 1}: 'messages' must be a list of {{role, content}} dicts")
         out.append(msgs)
     return out
+
+
+def validation_tasks(cfg: SFTConfig) -> list[dict]:
+    """The last validation.tasks training tasks, which demo_conversations leaves out (empty when off)."""
+    if not cfg.validation.every:
+        return []
+    source = train_tasks(cfg.tasks)
+    return [source[i] for i in range(len(source) - cfg.validation.tasks, len(source))]
 
 
 def run_tokenizer(cfg: SFTConfig, out: Path, chats: list[list[dict[str, str]]]) -> Tokenizer:
@@ -172,8 +185,23 @@ def _starting_policy(cfg: SFTConfig, out: Path, chats: Any, mesh: Any) -> tuple[
     return init, init.model, init.template, init.tokenizer, init.tokenizer_path
 
 
+def _validator(cfg: SFTConfig, out: Path, model_cfg: ModelConfig, template: str, tok: Tokenizer,
+               tok_path: Path) -> Callable[[Any, int], float] | None:
+    """params, step -> validation pass@1 (None when validation is off); checked before any training."""
+    if not cfg.validation.every:
+        return None
+    check_validation_setup(cfg.validation, cfg.demos, len(train_tasks(cfg.tasks)), model_cfg.vocab_size,
+                           model_cfg.max_seq_len)
+    tasks = validation_tasks(cfg)
+    like = Policy(model_cfg, tok, template, None, 0, out, tok_path)
+    return lambda params, step: validation_pass_rate(params, step, like, tasks, cfg.tasks.env, cfg.validation,
+                                                     seed=cfg.seed + 11, env_modules=cfg.tasks.env_modules)
+
+
 def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
-    """Train; with resume=True continue from the newest complete checkpoint in out_dir. Returns the summary."""
+    """Train; with resume=True continue from the newest complete checkpoint in out_dir. Returns the summary.
+
+    With validation.every > 0 the run may stop before `steps` (sft_validation.py); the summary says where."""
     check_same_config(cfg, "sft config")
     out = check_writable(cfg.out_dir, "sft")
     chats = primary_first(lambda: demo_conversations(cfg), "vagent-sft-demos")
@@ -181,6 +209,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     init, model_cfg, template, tok, tok_path = _starting_policy(cfg, out, chats, mesh)
     check_vocab_fits(tok, model_cfg.vocab_size, "model.vocab_size")
     check_params_sharded(abstract_params(model_cfg, mesh), mesh, cfg.mesh.max_replicated_fraction)
+    validate = _validator(cfg, out, model_cfg, template, tok, tok_path)
     batches, cut = sft_batches(chats, tok, template, cfg.seq_len, cfg.batch_size)
     if is_primary():
         write_policy_meta(out, model_cfg, cfg.optimizer, template, tok_path)
@@ -191,15 +220,18 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     else:
         state = create_train_state(model_cfg, cfg.optimizer, mesh, jax.random.key(cfg.seed))
     ckpt = Checkpointer(out / CHECKPOINT_DIR, cfg.checkpoint)
-    start, streak = 0, 0
+    start, streak, curve = 0, 0, []
     if resume:
         restored = ckpt.restore_latest(abstract_of(state))
         if restored is not None:
             state, start, streak = restored.state, restored.step, int(restored.extra.get("bad_streak", 0))
+            curve = [(int(a), float(b)) for a, b in restored.extra.get("val_curve", [])]
     step_fn = make_sft_step(model_cfg, cfg.optimizer, mesh, cfg.micro_batches)
     writer = MetricsWriter(out / "tb", purge_step=start + 1 if start else None)
     bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft", enabled=is_primary())
     guard = BadStepGuard(cfg.max_bad_steps, streak)
+    val = cfg.validation
+    stopped = bool(curve) and should_stop(curve, val)
     done = start
     m: dict[str, Any] = {}
 
@@ -211,13 +243,15 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
                 raise ValueError(f"checkpoint.best_metric: '{cfg.checkpoint.best_metric}' is not an SFT metric "
                                  f"(one of {sorted(m)})")
             metrics = {cfg.checkpoint.best_metric: float(m[name])}
-        ckpt.save(step, state, jax.random.key(cfg.seed), extra={"stage": "sft", "bad_streak": guard.streak},
-                  metrics=metrics, force=force)
+        ckpt.save(step, state, jax.random.key(cfg.seed), metrics=metrics, force=force,
+                  extra={"stage": "sft", "bad_streak": guard.streak, "val_curve": [list(p) for p in curve]})
 
     t0 = time.perf_counter()
     try:
         with save_on_interrupt(lambda: save(done)):
             for step in range(start, cfg.steps):
+                if stopped:
+                    break
                 ts = time.perf_counter()
                 state, m = step_fn(state, batches[batch_for_step(step, len(batches), cfg.seed)])
                 done = step + 1
@@ -230,16 +264,21 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
                     bar.update(done, {"loss": scalars["sft/loss"], "entropy": scalars.get("sft/entropy", 0.0),
                                       "step_time": scalars["sft/step_time"]})
                 guard.observe(bool(m["skipped"] > 0), done)
-                if done % cfg.save_every == 0 and done < cfg.steps:
+                if validate is not None and done % val.every == 0:
+                    curve.append((done, validate(state.params, done)))
+                    writer.write_scalars(done, {"sft/val_pass_rate": curve[-1][1]})
+                    stopped = should_stop(curve, val)
+                if done % cfg.save_every == 0 and done < cfg.steps and not stopped:
                     save(done, force=False)
-            if ckpt.latest_step() != cfg.steps:  # a resumed finished run has nothing new to save
-                save(cfg.steps)
+            if ckpt.latest_step() != done:  # a resumed finished run has nothing new to save
+                save(done)
             ckpt.wait_until_finished()
     finally:
         bar.close()
         writer.close()
         ckpt.close()
-    summary = {"stage": "sft", "steps": cfg.steps, "resumed_from": start, "examples": len(chats),
+    summary = {"stage": "sft", "steps": done, "max_steps": cfg.steps, "stopped_early": done < cfg.steps,
+               "validation_curve": curve, "resumed_from": start, "examples": len(chats),
                "batches": len(batches), "truncated_examples": cut, "seconds": time.perf_counter() - t0,
                "final_loss": float(m["loss"]) if done > start else None, "bad_steps": guard.total}
     if is_primary():
