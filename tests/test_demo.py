@@ -19,6 +19,9 @@ def test_demo_quick_runs_every_stage(tmp_path):
     assert main(["demo", "--quick", f"out_dir={out}", data]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["eval_tasks"] == 16 and summary["sft_steps"] == 30 and summary["rl_steps"] == 2
+    # SFT validated its held-out slice every 15 steps through the real engine and environment
+    assert [s for s, _ in summary["sft_validation_curve"]] == [15, 30] and not summary["sft_stopped_early"]
+    assert all(0.0 <= r <= 1.0 for _, r in summary["sft_validation_curve"])
     for stage in ("sft", "rl"):
         lo, hi = summary[f"{stage}_pass_rate_95ci"]
         assert 0.0 <= lo <= summary[f"{stage}_pass_rate"] <= hi <= 1.0

@@ -101,6 +101,11 @@ class SFTConfig:
                 "applies to demos 'env' only")
         require(not (self.init_from and self.tokenizer.path), "tokenizer.path",
                 "init_from brings its own tokenizer; remove tokenizer.path")
+        require(not self.validation.every or self.demos == "env", "validation.every",
+                "validation holds tasks out of env demonstrations; with demos 'jsonl' set validation.every=0")
+        require(not self.validation.every or self.tasks.source != "generated"
+                or self.validation.tasks < self.tasks.num_tasks, "validation.tasks",
+                f"{self.validation.tasks} leaves no demonstration of tasks.num_tasks={self.tasks.num_tasks}")
         if self.init_from:  # the model comes from the checkpoint: checked against it in run_sft
             return
         require(bool(self.tokenizer.path) or self.model.vocab_size >= self.tokenizer.vocab_size, "model.vocab_size",
@@ -231,6 +236,8 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft", enabled=is_primary())
     guard = BadStepGuard(cfg.max_bad_steps, streak)
     val = cfg.validation
+    if validate is not None and start and start % val.every == 0 and (not curve or curve[-1][0] != start):
+        curve.append((start, validate(state.params, start)))  # interrupted during that step's validation
     stopped = bool(curve) and should_stop(curve, val)
     done = start
     m: dict[str, Any] = {}
