@@ -10,11 +10,15 @@ worker is replaced, and nothing else is lost.
 
 Deadline of a request = the tool timeouts of the calls in its last turn + the environment's
 verify_timeout_s + deadline_margin_s, counted from when it reaches the head of a worker's queue (queued
-requests do not age).
+requests do not age) and the worker has started: a new worker imports the verifier and the env modules
+before it reports ready, and that start-up (seconds under load) is bounded by `start_timeout_s` on its
+own, never charged to a request (else a replaced worker's first request timed out, which replaced the
+worker again).
 """
 from __future__ import annotations
 
 import collections
+import importlib
 import json
 import multiprocessing as mp
 import signal
@@ -29,6 +33,7 @@ from vagent_jax.envs.registry import get_env, import_env_modules
 from vagent_jax.envs.sandbox import reap_orphans
 
 _PRELOAD = ["vagent_jax.envs.registry", "vagent_jax.envs.math_verifier", "vagent_jax.envs.sandbox"]
+_READY = "__worker_ready__"  # a worker's first message: its imports are done
 
 
 def _env_key(env_name: str, env_kwargs: Mapping[str, Any]) -> tuple[str, str]:
@@ -38,7 +43,13 @@ def _env_key(env_name: str, env_kwargs: Mapping[str, Any]) -> tuple[str, str]:
 def _worker_main(conn: Connection, env_modules: Sequence[str]) -> None:
     """Worker loop: receive (request_id, env_name, env_kwargs, task, messages), send (request_id, EnvStep)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in _PRELOAD:  # already imported when the forkserver preloaded them; else the cost is here
+        importlib.import_module(name)
     import_env_modules(env_modules)
+    try:
+        conn.send(_READY)
+    except (OSError, BrokenPipeError):
+        return
     envs: dict[tuple[str, str], Environment] = {}
     while True:
         try:
@@ -66,7 +77,9 @@ class _Worker:
     proc: Any
     conn: Connection
     queue: collections.deque = dataclasses.field(default_factory=collections.deque)  # (request_id, budget)
-    head_since: float = 0.0  # when the head of the queue started running
+    head_since: float = 0.0  # when the head of the queue started running (or the worker started)
+    ready: bool = False  # the worker has finished its imports; until then only start_timeout applies
+    start_timeout_s: float = 120.0
 
     @property
     def request_id(self) -> Hashable | None:
@@ -75,7 +88,7 @@ class _Worker:
 
     @property
     def deadline(self) -> float:
-        return self.head_since + self.queue[0][1]
+        return self.head_since + (self.queue[0][1] if self.ready else self.start_timeout_s)
 
 
 class EnvWorkerPool:
@@ -87,7 +100,7 @@ class EnvWorkerPool:
     """
 
     def __init__(self, num_workers: int = 2, env_modules: Sequence[str] = (), deadline_margin_s: float = 2.0,
-                 start_method: str = "forkserver", pipeline_depth: int = 8) -> None:
+                 start_method: str = "forkserver", pipeline_depth: int = 8, start_timeout_s: float = 120.0) -> None:
         if not isinstance(num_workers, int) or num_workers < 1:
             raise ValueError(f"EnvWorkerPool num_workers must be a positive int, got {num_workers!r}")
         if not isinstance(pipeline_depth, int) or pipeline_depth < 1:
@@ -97,6 +110,9 @@ class EnvWorkerPool:
             raise ValueError(
                 f"EnvWorkerPool start_method must be 'forkserver' or 'spawn' (never 'fork'), got {start_method!r}"
             )
+        if not start_timeout_s > 0:
+            raise ValueError(f"EnvWorkerPool start_timeout_s must be > 0, got {start_timeout_s!r}")
+        self._start_timeout = start_timeout_s
         if deadline_margin_s < 0:
             raise ValueError(f"EnvWorkerPool deadline_margin_s must be >= 0, got {deadline_margin_s!r}")
         self._env_modules = tuple(env_modules)
@@ -120,7 +136,7 @@ class EnvWorkerPool:
         proc.start()
         child_conn.close()
         self._metrics["workers_started"] += 1
-        return _Worker(proc, parent_conn)
+        return _Worker(proc, parent_conn, head_since=time.monotonic(), start_timeout_s=self._start_timeout)
 
     def _replace(self, i: int) -> None:
         w = self._workers[i]
@@ -191,7 +207,7 @@ class EnvWorkerPool:
                 w = self._workers[i]
             request_id, budget = self._pending.popleft()
             name, kwargs, task, msgs = self._requests[request_id]
-            if not w.queue:
+            if not w.queue and w.ready:
                 w.head_since = time.monotonic()
             w.queue.append((request_id, budget))
             try:
@@ -221,6 +237,9 @@ class EnvWorkerPool:
                     got = None
                 if got is None:
                     break
+                if got == _READY:  # start-up done: the head request's own deadline starts now
+                    w.ready, w.head_since = True, time.monotonic()
+                    continue
                 w.queue.popleft()
                 w.head_since = time.monotonic()
                 self._finish(got[0], got[1])
@@ -229,6 +248,8 @@ class EnvWorkerPool:
             if not w.proc.is_alive():
                 code = w.proc.exitcode
                 self._fail_head(i, failed_step("worker_died", f"worker exit code {code}"))
+            elif time.monotonic() > w.deadline and not w.ready:
+                self._fail_head(i, failed_step("worker_died", f"worker did not start within {w.start_timeout_s} s"))
             elif time.monotonic() > w.deadline:
                 self._fail_head(i, failed_step("timeout", "request passed its deadline; worker killed"))
 
