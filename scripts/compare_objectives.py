@@ -1,8 +1,10 @@
 """Compare RL objectives on one small task: DAPO, DAPO+TIS, CISPO and 80/20 high-entropy token selection.
 
-Design. One policy is SFT'd once with the demo's recipe (vagent_jax/demo.py): the `calculator` environment
+Design. One policy is SFT'd once with the demo's model and data (vagent_jax/demo.py): the `calculator` environment
 (difficulty 1: one two-digit multiplication through the calculator tool), the demo's 3-layer d=128 model,
-demonstrations of which 30% answer at once without the tool (a habit this policy cannot execute), lr 1e-3.
+demonstrations of which 30% answer at once without the tool (a habit this policy cannot execute), lr 1e-3,
+for a fixed --sft-steps on a cosine schedule (not the demo's evidence-based stop: the study's input policy
+is fixed by its settings).
 It is cached under OUT/sft-<hash of its settings>. From it, each objective runs the real `vagent rl` loop
 (run_rl, DAPO defaults: clip-higher, token-level loss, dynamic sampling, lr 3e-4) for --steps steps and
 each of --seeds seeds (the seed drives sampling and update keys; the task set and its order are the same
