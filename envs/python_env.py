@@ -23,7 +23,8 @@ def python_tool(limits: SandboxLimits = SandboxLimits()) -> Tool:
     """The `python` tool: {"code": str} -> the sandboxed run's stdout/stderr and how it ended."""
     return Tool(
         name="python",
-        description="Run a Python 3 script in a sandbox (no network, files only in its working dir); print what you need.",
+        description=("Run a Python 3 script in a sandbox (no network; a private working dir and /tmp); "
+                     "print what you need."),
         params={"properties": {"code": {"type": "string"}}, "required": ["code"]},
         timeout_s=limits.wall_s + 2.0,
         fn=lambda code: describe(run_python(code, limits)),

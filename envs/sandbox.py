@@ -190,18 +190,36 @@ def _bootstrap_argv(python: str, limits: SandboxLimits, hook: bool) -> list[str]
 _PROBES: dict[tuple[str, str], str | None] = {}
 
 
+def _threads() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def _probe_here(backend: str, python: str) -> str | None:
+    try:
+        if backend == "bwrap" and bwrap_path() is None:
+            raise RuntimeError("bwrap is not installed")
+        r = run_python("print('ok')", SandboxLimits(backend=backend, python_executable=python, wall_s=30.0, cpu_s=10))
+        return None if r.stdout.strip() == "ok" else f"probe failed: {r.stdout!r} {r.stderr!r}"
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        return f"{type(e).__name__}: {e}"
+
+
 def probe(backend: str, python: str) -> str | None:
-    """None when `backend` runs a program here, else why not (cached per process)."""
+    """None when `backend` runs a program here, else why not (cached per process).
+
+    A multi-threaded process (a trainer with JAX) probes in a fresh single-threaded interpreter: the
+    namespace backend's preexec_fn runs Python after fork, which is only safe without other threads."""
     key = (backend, python)
     if key not in _PROBES:
-        try:
-            if backend == "bwrap" and bwrap_path() is None:
-                raise RuntimeError("bwrap is not installed")
-            r = run_python("print('ok')", SandboxLimits(backend=backend, python_executable=python, wall_s=30.0,
-                                                         cpu_s=10))
-            _PROBES[key] = None if r.stdout.strip() == "ok" else f"probe failed: {r.stdout!r} {r.stderr!r}"
-        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-            _PROBES[key] = f"{type(e).__name__}: {e}"
+        if _threads() == 1:
+            _PROBES[key] = _probe_here(backend, python)
+        else:
+            code = ("import json, sys\nfrom vagent_jax.envs.sandbox import probe\n"
+                    "print(json.dumps(probe(sys.argv[1], sys.argv[2])))")
+            r = subprocess.run([sys.executable, "-c", code, backend, python], capture_output=True, text=True,
+                               timeout=120)
+            _PROBES[key] = json.loads(r.stdout) if r.returncode == 0 else f"probe process failed: {r.stderr[-500:]}"
     return _PROBES[key]
 
 

@@ -55,7 +55,8 @@ HOSTILE = [
                        "    for line in open('/proc/1/maps').read().splitlines():\n"
                        "        lo, hi = (int(x, 16) for x in line.split()[0].split('-'))\n"
                        "        if line.split()[1].startswith('rw') and hi - lo < 2**26:\n"
-                       "            try:\n                mem.seek(lo)\n                found |= SECRET in mem.read(hi - lo)\n"
+                       "            try:\n                mem.seek(lo)\n"
+                       "                found |= SECRET in mem.read(hi - lo)\n"
                        "            except OSError:\n                pass\n"
                        "    print('ESCAPED' if found else 'BLOCKED init memory holds no secret')\n"
                        "except OSError as e:\n    blocked(e)\n", "BLOCKED"),
@@ -74,7 +75,8 @@ HOSTILE = [
     ("write_by_dir_fd", _attempt("d = os.open('/usr', os.O_RDONLY)\n"
                                  "os.open('vagent_escape', os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=d)"),
      "BLOCKED OSError EROFS"),
-    ("sysrq_trigger", _attempt("open('/proc/sysrq-trigger', 'w').write('h')"), "BLOCKED PermissionError EACCES|BLOCKED FileNotFoundError ENOENT"),
+    ("sysrq_trigger", _attempt("open('/proc/sysrq-trigger', 'w').write('h')"),
+     "BLOCKED PermissionError EACCES|BLOCKED FileNotFoundError ENOENT"),
     ("disk_flood", "n = 0\ntry:\n    while True:\n        with open(f'f{{n}}', 'wb') as f:\n"
                    "            f.write(b'x' * 2**19)\n        n += 1\nexcept OSError as e:\n    blocked(e)\n"
                    "print('files', n)\n", "BLOCKED OSError ENOSPC"),
@@ -118,7 +120,8 @@ HOSTILE = [
                                   "    pass\n", "terminated by SIGKILL|wall-clock timeout"),
     ("inherited_fds", "found = [fd for fd in range(3, 256) if os.path.exists(f'/proc/self/fd/{{fd}}')]\n"
                       "secret = b''\nfor fd in found:\n    try:\n        secret += os.pread(fd, 100, 0)\n"
-                      "    except OSError:\n        pass\nprint('ESCAPED' if b'{token}' in secret else 'BLOCKED no fd', found)\n",
+                      "    except OSError:\n        pass\n"
+                      "print('ESCAPED' if b'{token}' in secret else 'BLOCKED no fd', found)\n",
      "BLOCKED no fd"),
     # ---- ctypes and raw syscalls
     ("nested_user_namespace", _syscall_fails("libc.unshare(0x10000000)"), "BLOCKED errno"),
@@ -144,7 +147,8 @@ BENIGN = [
                  "    print('tmp', f.read(), f.name.startswith('/tmp/'))", "tmp t True"),
     ("threads", "import threading\nout = []\nts = [threading.Thread(target=out.append, args=(i,)) for i in range(8)]\n"
                 "[t.start() for t in ts]\n[t.join() for t in ts]\nprint(sorted(out))", "[0, 1, 2, 3, 4, 5, 6, 7]"),
-    ("fork_and_wait", "pid = os.fork()\nif pid == 0:\n    os._exit(7)\nprint('child', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))",
+    ("fork_and_wait", "pid = os.fork()\nif pid == 0:\n    os._exit(7)\n"
+                      "print('child', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))",
      "child 7"),
     ("subprocess_python", "import subprocess\nprint(subprocess.run([sys.executable, '-c', 'print(6*7)'], "
                           "capture_output=True, text=True).stdout.strip())", "42"),
