@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import select
 import shutil
 import signal
 import stat
@@ -239,19 +240,35 @@ def resolve_backend(limits: SandboxLimits) -> str:
     raise SandboxUnavailable("no kernel isolation for the sandbox on this machine (" + "; ".join(reasons) + ")")
 
 
+def _exited_within(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for `proc` to exit, woken at once by its pidfd (Popen.wait(timeout) polls
+    with sleeps of up to 50 ms, which was most of a short call's cost)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # an old kernel: the polling wait
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready = select.select([fd], [], [], timeout_s)[0]
+    finally:
+        os.close(fd)
+    if ready:
+        proc.wait()
+    return bool(ready)
+
+
 def _wait(proc: subprocess.Popen, wall_s: float, kill: callable) -> bool:
     """Wait for the run; past `wall_s` stop it with `kill` and wait until it is gone. True on timeout."""
-    try:
-        proc.wait(timeout=wall_s)
+    if _exited_within(proc, wall_s):
         return False
-    except subprocess.TimeoutExpired:
-        kill()
-        try:
-            proc.wait(timeout=_KILL_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return True
+    kill()
+    if not _exited_within(proc, _KILL_GRACE_S):
+        proc.kill()
+        proc.wait()
+    return True
 
 
 def _run_namespaces(argv: list[str], code: str, limits: SandboxLimits, env: dict, out, err) -> tuple[int, bool]:
