@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -240,6 +241,7 @@ def test_sandbox_of_a_killed_worker_is_reaped_next_to_another_pool(pool, tmp_pat
     (tmp_path / "tmp").mkdir()
     neighbour = subprocess.Popen([sys.executable, "-c", _NEIGHBOUR, call], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")))
+    before = set(os.listdir(tempfile.gettempdir()))
     try:
         _wait_for(lambda: _sandbox_processes([neighbour.pid]), "the second pool's sandbox started")
         pool.submit("orphan", "python", {"wall_s": 60.0}, {"family": "divisors", "params": {"n": 12}, "answer": "6"},
@@ -251,6 +253,7 @@ def test_sandbox_of_a_killed_worker_is_reaped_next_to_another_pool(pool, tmp_pat
         table = _wait_for(lambda: (t := _proc_table()) and not {(p, t[p][1]) for p in t} & ours and t,
                           "the killed worker's sandbox gone", deadline_s=30.0)
         assert not {(p, table[p][1]) for p in table} & ours
+        assert not [d for d in set(os.listdir(tempfile.gettempdir())) - before if d.startswith("vagent_sbx")]
         # the other worker died while idle: the next requests must not be lost to it
         pool.submit("next1", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
         pool.submit("next2", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
