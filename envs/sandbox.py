@@ -32,6 +32,7 @@ from vagent_jax.envs import sandbox_unisolated as unisolated
 from vagent_jax.envs.sandbox_bwrap import bwrap_argv, bwrap_path, sandbox_init_pid
 from vagent_jax.envs.sandbox_ns import NamespacePlan, namespace_preexec
 from vagent_jax.envs.sandbox_output import read_head_and_tail, share_budget
+from vagent_jax.envs.sandbox_seccomp import filter_program
 
 BACKENDS = ("auto", "bwrap", "namespaces", "unisolated")
 SANDBOX_UID = 65534  # the host uid of every sandbox when we run as root (isolation comes from namespaces)
@@ -273,7 +274,7 @@ def _wait(proc: subprocess.Popen, wall_s: float, kill: callable) -> bool:
 
 def _run_namespaces(argv: list[str], code: str, limits: SandboxLimits, env: dict, out, err) -> tuple[int, bool]:
     plan = NamespacePlan(read_only_paths(argv[0]), code.encode(), limits.disk_bytes,
-                         drop_to_uid=SANDBOX_UID if os.geteuid() == 0 else None)
+                         drop_to_uid=SANDBOX_UID if os.geteuid() == 0 else None, seccomp=filter_program())
     try:
         proc = subprocess.Popen(argv, preexec_fn=namespace_preexec(plan), cwd="/", env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
@@ -286,39 +287,57 @@ def _run_namespaces(argv: list[str], code: str, limits: SandboxLimits, env: dict
     return proc.returncode, timed_out
 
 
+def _sandbox_init_pidfd(info_r: int) -> int | None:
+    """A pidfd of the sandbox's pid 1, from bwrap's --info-fd (None when bwrap failed before writing it)."""
+    if not select.select([info_r], [], [], _KILL_GRACE_S)[0]:
+        return None
+    init_pid = sandbox_init_pid(os.read(info_r, 65536))
+    try:
+        return os.pidfd_open(init_pid) if init_pid else None
+    except OSError:  # already gone (or no pidfd on this kernel)
+        return None
+
+
+def _kill_init(init_fd: int | None, proc: subprocess.Popen) -> None:
+    """SIGKILL the sandbox's pid 1 (which takes its whole pid namespace), or bwrap when it is unknown."""
+    try:
+        signal.pidfd_send_signal(init_fd, signal.SIGKILL) if init_fd is not None else proc.kill()
+    except (ProcessLookupError, OSError):
+        pass
+
+
 def _run_bwrap(argv: list[str], code: str, limits: SandboxLimits, env: dict, out, err) -> tuple[int, bool]:
     bwrap = bwrap_path()
     if bwrap is None:
         raise RuntimeError("sandbox backend 'bwrap': bwrap is not installed")
     as_root = os.geteuid() == 0
     info_r, info_w = os.pipe()
-    with tempfile.TemporaryFile() as code_file:
-        code_file.write(code.encode())
-        code_file.flush()
-        code_file.seek(0)
-        fd = code_file.fileno()
+    with tempfile.TemporaryFile() as code_file, tempfile.TemporaryFile() as filter_file:
+        for f, data in ((code_file, code.encode()), (filter_file, filter_program())):
+            f.write(data)
+            f.flush()
+            f.seek(0)
+        fd, filter_fd = code_file.fileno(), filter_file.fileno()
         try:
             proc = subprocess.Popen(
-                bwrap_argv(bwrap, read_only_paths(argv[0]), limits.disk_bytes, fd, info_w) + argv, env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, close_fds=True,
-                pass_fds=(fd, info_w), user=SANDBOX_UID if as_root else None,
+                bwrap_argv(bwrap, read_only_paths(argv[0]), limits.disk_bytes, fd, info_w, filter_fd) + argv,
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, close_fds=True,
+                pass_fds=(fd, filter_fd, info_w), user=SANDBOX_UID if as_root else None,
                 group=SANDBOX_UID if as_root else None, extra_groups=[] if as_root else None)
         finally:
             os.close(info_w)
-        os.set_blocking(info_r, False)
-
-        def kill() -> None:
-            # the sandbox's pid 1 (its death takes the whole pid namespace); bwrap then exits
-            try:
-                init_pid = sandbox_init_pid(os.read(info_r, 65536))
-            except BlockingIOError:
-                init_pid = None
-            os.kill(init_pid, signal.SIGKILL) if init_pid else proc.kill()
-
-        try:
-            timed_out = _wait(proc, limits.wall_s, kill)
-        finally:
-            os.close(info_r)
+    init_fd = None
+    try:  # info_r stays open until bwrap is done: it may write more, and a closed pipe would kill it
+        init_fd = _sandbox_init_pidfd(info_r)
+        timed_out = _wait(proc, limits.wall_s, lambda: _kill_init(init_fd, proc))
+        # bwrap may exit before its pid 1 is gone; pid 1 exits only once every process of its namespace has
+        if init_fd is not None and not select.select([init_fd], [], [], _KILL_GRACE_S)[0]:
+            _kill_init(init_fd, proc)
+            select.select([init_fd], [], [], _KILL_GRACE_S)
+    finally:
+        os.close(info_r)
+        if init_fd is not None:
+            os.close(init_fd)
     rc = proc.returncode
     # bwrap's pid 1 reports a program killed by signal N as exit code 128 + N (as a shell does)
     return (-(rc - 128) if 128 < rc < 128 + signal.NSIG else rc), timed_out

@@ -20,8 +20,10 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def bwrap_argv(bwrap: str, ro_paths: tuple[str, ...], disk_bytes: int, code_fd: int, info_fd: int) -> list[str]:
-    """bwrap's options (the program's argv follows them): `code_fd` holds main.py, `info_fd` gets the pids."""
+def bwrap_argv(bwrap: str, ro_paths: tuple[str, ...], disk_bytes: int, code_fd: int, info_fd: int,
+               seccomp_fd: int) -> list[str]:
+    """bwrap's options (the program's argv follows them): `code_fd` holds main.py, `seccomp_fd` the filter
+    program, `info_fd` gets the pids."""
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"]
     for path in ro_paths:
         if os.path.islink(path):
@@ -32,7 +34,7 @@ def bwrap_argv(bwrap: str, ro_paths: tuple[str, ...], disk_bytes: int, code_fd: 
     for tmp in (WORK, "/tmp"):
         argv += ["--size", str(disk_bytes), "--perms", "0700" if tmp == WORK else "1777", "--tmpfs", tmp]
     argv += ["--file", str(code_fd), f"{WORK}/main.py", "--chdir", WORK, "--unsetenv", "PWD", "--remount-ro", "/",
-             "--info-fd", str(info_fd), "--"]
+             "--seccomp", str(seccomp_fd), "--info-fd", str(info_fd), "--"]
     return argv
 
 

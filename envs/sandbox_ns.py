@@ -9,8 +9,8 @@ namespaces (the user namespace maps only our own uid, so nothing in it is root o
 - the child is pid 1 of the new pid namespace ("init"): it builds a new root on a size-limited tmpfs
   (read-only binds of what Python needs, a few device nodes, a fresh /proc, a private /work and /tmp),
   pivots into it, forbids nested user namespaces, forks the program and reaps every process until it ends;
-- the program (pid 2) returns from the preexec_fn with no_new_privs set, and Popen execs the
-  interpreter; as a non-root uid of the namespace it holds no capabilities after exec.
+- the program (pid 2) returns from the preexec_fn with no_new_privs and the seccomp filter set, and
+  Popen execs the interpreter; as a non-root uid of the namespace it holds no capabilities after exec.
 Parent-death signals chain worker -> launcher -> init, so a killed worker takes its sandbox with it.
 """
 from __future__ import annotations
@@ -24,6 +24,8 @@ import signal
 import struct
 from dataclasses import dataclass
 from typing import Callable
+
+from vagent_jax.envs.sandbox_seccomp import install as install_seccomp
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x2000000, 0x4000000, 0x8000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -53,6 +55,7 @@ class NamespacePlan:
     disk_bytes: int
     inodes: int = 4096
     drop_to_uid: int | None = None  # set when we are root: the host uid the sandbox runs as
+    seccomp: bytes | None = None  # a seccomp filter program installed just before exec
 
 
 def _check(ret: int, what: str) -> None:
@@ -177,7 +180,7 @@ def _launcher_wait_inner(init_pid: int, status_r: int) -> None:
     _exit_like(struct.unpack("i", data)[0] if len(data) == 4 else init_status)
 
 
-def _init_main(status_w: int, fds: list[int]) -> None:
+def _init_main(status_w: int, fds: list[int], seccomp: bytes | None) -> None:
     """pid 1: fork the program, reap every process until it ends, report its wait status; never returns
     in init. Returns in the program, which Popen then execs."""
     pid = os.fork()
@@ -186,6 +189,8 @@ def _init_main(status_w: int, fds: list[int]) -> None:
         os.setsid()
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         os.chdir("/work")
+        if seccomp is not None:
+            install_seccomp(_libc, seccomp)
         return
     _close_except(fds, (status_w,))
     while True:
@@ -248,6 +253,6 @@ def namespace_preexec(plan: NamespacePlan) -> Callable[[], None]:
         except BaseException as e:
             os.write(2, f"sandbox setup failed: {e}\n".encode())
             raise
-        _init_main(status_w, fds + [status_w])
+        _init_main(status_w, fds + [status_w], plan.seccomp)
 
     return preexec

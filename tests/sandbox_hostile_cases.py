@@ -128,6 +128,9 @@ HOSTILE = [
     ("mount_tmpfs", _syscall_fails("libc.mount(b'none', b'/work', b'tmpfs', 0, None)"), "BLOCKED errno EPERM"),
     ("remount_usr_rw", _syscall_fails("libc.mount(None, b'/usr', None, 32 | 4096, None)"), "BLOCKED errno EPERM"),
     ("raw_setuid_root", _syscall_fails("libc.syscall(105, 0)"), "BLOCKED errno EINVAL|BLOCKED errno EPERM"),
+    # refused by the seccomp filter (without it: EFAULT / EINVAL for these arguments)
+    ("io_uring", _syscall_fails("libc.syscall(425, 1, None)"), "BLOCKED errno EPERM"),
+    ("perf_event_open", _syscall_fails("libc.syscall(298, None, 0, -1, -1, 0)"), "BLOCKED errno EPERM"),
     ("raw_reboot", _syscall_fails("libc.syscall(169, 0xfee1dead, 672274793, 0x4321fedc, None)"),
      "BLOCKED errno EPERM"),
     # attaching to pid 1 fails where it holds the worker's memory; bwrap's pid 1 holds nothing of the host's

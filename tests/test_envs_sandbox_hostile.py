@@ -18,7 +18,7 @@ from vagent_jax.envs.sandbox import SandboxLimits, describe, run_python
 
 LIMITS = dict(cpu_s=1, wall_s=2.0, memory_bytes=256 * 2**20, file_bytes=2**20, disk_bytes=8 * 2**20,
               max_output_bytes=4096, audit_hook=False)
-_X86_ONLY = {"raw_setuid_root", "raw_reboot"}  # raw syscall numbers of x86_64
+_X86_ONLY = {"raw_setuid_root", "raw_reboot", "perf_event_open"}  # raw syscall numbers of x86_64
 
 
 def _kernel_backends() -> list:
