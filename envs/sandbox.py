@@ -27,8 +27,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import BinaryIO, Callable
 
 from vagent_jax.envs import sandbox_unisolated as unisolated
+from vagent_jax.envs.sandbox_bootstrap import bootstrap_argv
 from vagent_jax.envs.sandbox_bwrap import bwrap_argv, bwrap_path, sandbox_init_pid
 from vagent_jax.envs.sandbox_ns import NamespacePlan, namespace_preexec
 from vagent_jax.envs.sandbox_output import read_head_and_tail, share_budget
@@ -39,51 +41,6 @@ SANDBOX_UID = 65534  # the host uid of every sandbox when we run as root (isolat
 _RO_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", "/etc/ld.so.cache",
              "/etc/localtime")
 _KILL_GRACE_S = 10.0  # after SIGTERM, how long the launcher may take to see the namespace gone
-
-# Runs in the child before the user's code: rlimits, the optional audit hook, then main.py.
-_BOOTSTRAP = r'''
-import json, os, resource, sys
-_cfg = json.loads(sys.argv[1])
-for _name, _value in _cfg["rlimits"].items():
-    resource.setrlimit(getattr(resource, _name), tuple(_value))
-os.umask(0o077)
-os.environ.pop("PWD", None)  # bwrap sets it
-if _cfg["audit_hook"]:
-    _ROOT = os.path.realpath(os.getcwd())
-    _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    _PATH_EVENTS = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.link": (0, 1),
-                    "os.symlink": (1,), "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-                    "shutil.rmtree": (0,), "shutil.copyfile": (1,), "shutil.move": (1,), "os.mkfifo": (0,),
-                    "os.mknod": (0,)}
-    _BLOCKED = ("subprocess.", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "ctypes.",
-                "os.startfile", "pty.", "os.forkpty")
-
-    def _inside(path):
-        if isinstance(path, int) or path is None:
-            return True
-        full = os.path.realpath(os.fsdecode(path))
-        return full == _ROOT or full.startswith(_ROOT + os.sep)
-
-    def _hook(event, args):
-        if event == "open":
-            if args[2] & _WRITE_FLAGS and not _inside(args[0]):
-                raise PermissionError(f"sandbox: writing outside the working directory is not allowed: {args[0]}")
-        elif event in _PATH_EVENTS:
-            for i in _PATH_EVENTS[event]:
-                if i < len(args) and not _inside(args[i]):
-                    raise PermissionError(f"sandbox: {event} outside the working directory is not allowed: {args[i]}")
-        elif event.startswith(_BLOCKED):
-            raise PermissionError(f"sandbox: {event} is not allowed")
-
-    sys.addaudithook(_hook)
-    del _hook
-del _cfg
-sys.argv = ["main.py"]
-with open("main.py") as _f:
-    _code = compile(_f.read(), "main.py", "exec")
-exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
-'''
-
 
 class SandboxUnavailable(RuntimeError):
     """No kernel isolation can be had here and running unisolated was not allowed."""
@@ -181,14 +138,6 @@ def read_only_paths(python: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def _bootstrap_argv(python: str, limits: SandboxLimits, hook: bool) -> list[str]:
-    rlimits = {"RLIMIT_CPU": (limits.cpu_s, limits.cpu_s + 1), "RLIMIT_AS": (limits.memory_bytes,) * 2,
-               "RLIMIT_FSIZE": (limits.file_bytes,) * 2, "RLIMIT_NPROC": (limits.nproc,) * 2,
-               "RLIMIT_NOFILE": (limits.nofile,) * 2, "RLIMIT_CORE": (0, 0)}
-    cfg = json.dumps({"rlimits": rlimits, "audit_hook": hook})
-    return [python, "-I", "-B", "-u", "-c", _BOOTSTRAP, cfg]
-
-
 _PROBES: dict[tuple[str, str], str | None] = {}
 
 
@@ -261,7 +210,7 @@ def _exited_within(proc: subprocess.Popen, timeout_s: float) -> bool:
     return bool(ready)
 
 
-def _wait(proc: subprocess.Popen, wall_s: float, kill: callable) -> bool:
+def _wait(proc: subprocess.Popen, wall_s: float, kill: Callable[[], None]) -> bool:
     """Wait for the run; past `wall_s` stop it with `kill` and wait until it is gone. True on timeout."""
     if _exited_within(proc, wall_s):
         return False
@@ -272,7 +221,8 @@ def _wait(proc: subprocess.Popen, wall_s: float, kill: callable) -> bool:
     return True
 
 
-def _run_namespaces(argv: list[str], code: str, limits: SandboxLimits, env: dict, out, err) -> tuple[int, bool]:
+def _run_namespaces(argv: list[str], code: str, limits: SandboxLimits, env: dict, out: BinaryIO,
+                    err: BinaryIO) -> tuple[int, bool]:
     plan = NamespacePlan(read_only_paths(argv[0]), code.encode(), limits.disk_bytes,
                          drop_to_uid=SANDBOX_UID if os.geteuid() == 0 else None, seccomp=filter_program())
     try:
@@ -306,7 +256,8 @@ def _kill_init(init_fd: int | None, proc: subprocess.Popen) -> None:
         pass
 
 
-def _run_bwrap(argv: list[str], code: str, limits: SandboxLimits, env: dict, out, err) -> tuple[int, bool]:
+def _run_bwrap(argv: list[str], code: str, limits: SandboxLimits, env: dict, out: BinaryIO,
+               err: BinaryIO) -> tuple[int, bool]:
     bwrap = bwrap_path()
     if bwrap is None:
         raise RuntimeError("sandbox backend 'bwrap': bwrap is not installed")
@@ -343,7 +294,8 @@ def _run_bwrap(argv: list[str], code: str, limits: SandboxLimits, env: dict, out
     return (-(rc - 128) if 128 < rc < 128 + signal.NSIG else rc), timed_out
 
 
-def _run_unisolated(argv: list[str], code: str, limits: SandboxLimits, env: dict, out, err) -> tuple[int, bool]:
+def _run_unisolated(argv: list[str], code: str, limits: SandboxLimits, env: dict, out: BinaryIO,
+                    err: BinaryIO) -> tuple[int, bool]:
     uid, lock_fd = unisolated.acquire_uid() if os.geteuid() == 0 else (None, None)
     workdir = unisolated.make_workdir(code, uid)
     try:
@@ -380,7 +332,7 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxRes
     backend = resolve_backend(limits)
     python = sandbox_python(limits.python_executable)
     hook = limits.audit_hook if limits.audit_hook is not None else backend == "unisolated"
-    argv = _bootstrap_argv(python, limits, hook)
+    argv = bootstrap_argv(python, limits, hook)
     env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
