@@ -239,9 +239,13 @@ def _run_namespaces(argv: list[str], code: str, limits: SandboxLimits, env: dict
 
 def _sandbox_init_pidfd(info_r: int) -> int | None:
     """A pidfd of the sandbox's pid 1, from bwrap's --info-fd (None when bwrap failed before writing it)."""
-    if not select.select([info_r], [], [], _KILL_GRACE_S)[0]:
-        return None
-    init_pid = sandbox_init_pid(os.read(info_r, 65536))
+    data, init_pid, end = b"", None, time.monotonic() + _KILL_GRACE_S
+    while init_pid is None and select.select([info_r], [], [], max(0.0, end - time.monotonic()))[0]:
+        chunk = os.read(info_r, 65536)  # bwrap may write its JSON in pieces
+        if not chunk:
+            break
+        data += chunk
+        init_pid = sandbox_init_pid(data)
     try:
         return os.pidfd_open(init_pid) if init_pid else None
     except OSError:  # already gone (or no pidfd on this kernel)

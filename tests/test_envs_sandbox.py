@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from tests.test_envs_sandbox_hostile import BACKENDS, _processes_with
+from sandbox_fixtures import BACKENDS, processes_with
 from vagent_jax.config import ConfigError
 from vagent_jax.envs import sandbox, sandbox_unisolated
 from vagent_jax.envs.python_env import PythonEnv
@@ -89,7 +89,7 @@ def test_no_work_dir_or_process_is_left_on_the_host(backend):
             "import time\ntime.sleep(30)")
     r = run_python(code, SandboxLimits(backend=backend, **LIMITS))
     assert r.timed_out
-    assert _processes_with(token) == []
+    assert processes_with(token) == []
     assert not [p for p in set(os.listdir(tempfile.gettempdir())) - before if "sbx" in p]
 
 
@@ -213,3 +213,14 @@ def test_sandbox_works_for_an_unprivileged_user(tmp_path):
             continue
         # ENOENT for the host file; ENETUNREACH (loopback down) or ECONNREFUSED (bwrap's own loopback)
         assert line.startswith(tuple(f"{backend} 65534 uid 65534 read 2 net {e}" for e in (101, 111))), line
+
+
+def test_kernel_backends_work_wherever_the_kernel_allows_user_namespaces():
+    """The backend tests skip where a backend's probe fails; a probe must not fail for a bug of ours."""
+    kernel = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True)
+    if kernel.returncode != 0:
+        pytest.skip(f"this kernel forbids user namespaces: {kernel.stderr.decode().strip()}")
+    python = sandbox.sandbox_python()
+    assert sandbox.probe("namespaces", python) is None
+    if sandbox.bwrap_path() is not None:
+        assert sandbox.probe("bwrap", python) is None

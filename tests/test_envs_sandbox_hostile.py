@@ -12,25 +12,14 @@ import uuid
 
 import pytest
 
-from tests.sandbox_hostile_cases import BENIGN, HOSTILE, PRELUDE
+from sandbox_fixtures import BACKENDS, processes_with
+from sandbox_hostile_cases import BENIGN, HOSTILE, PRELUDE
 from vagent_jax.envs import sandbox
 from vagent_jax.envs.sandbox import SandboxLimits, describe, run_python
 
 LIMITS = dict(cpu_s=1, wall_s=2.0, memory_bytes=256 * 2**20, file_bytes=2**20, disk_bytes=8 * 2**20,
               max_output_bytes=4096, audit_hook=False)
 _X86_ONLY = {"raw_setuid_root", "raw_reboot", "perf_event_open"}  # raw syscall numbers of x86_64
-
-
-def _kernel_backends() -> list:
-    python = sandbox.sandbox_python()
-    out = []
-    for b in ("bwrap", "namespaces"):
-        why = sandbox.probe(b, python)
-        out.append(pytest.param(b, marks=pytest.mark.skipif(why is not None, reason=f"{b} unavailable: {why}")))
-    return out
-
-
-BACKENDS = _kernel_backends()
 
 
 class Host:
@@ -86,7 +75,7 @@ class Host:
         assert open(self.host_file).read() == self.token
         assert not os.path.exists(self.host_tmp_target)
         assert self.sleeper.poll() is None, "a host process of the sandbox uid was killed"
-        assert _processes_with(self.token) == [], "a process of the run outlived it"
+        assert processes_with(self.token) == [], "a process of the run outlived it"
 
     def close(self):
         self.sleeper.kill()
@@ -95,17 +84,6 @@ class Host:
         for s in self._sockets():
             s.close()
         os.remove(self.host_file)
-
-
-def _processes_with(token: str) -> list[int]:
-    out = []
-    for p in os.listdir("/proc"):
-        try:
-            if p.isdigit() and token.encode() in open(f"/proc/{p}/cmdline", "rb").read():
-                out.append(int(p))
-        except OSError:
-            pass
-    return out
 
 
 @pytest.fixture(scope="module")
