@@ -6,20 +6,25 @@ residues, digit sums of powers). Errors and limits inside the user's code are ob
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Callable, Mapping
 
 from vagent_jax.envs.arithmetic import check_gen_args, parse_plain_number, task_seed
 from vagent_jax.envs.base import Environment, Message
 from vagent_jax.envs.registry import register_env
-from vagent_jax.envs.sandbox import SandboxLimits, describe, run_python
+from vagent_jax.config import ConfigError
+from vagent_jax.envs.sandbox import SandboxLimits, SandboxUnavailable, describe, resolve_backend, run_python
 from vagent_jax.envs.tools import Tool
+
+log = logging.getLogger(__name__)
 
 
 def python_tool(limits: SandboxLimits = SandboxLimits()) -> Tool:
     """The `python` tool: {"code": str} -> the sandboxed run's stdout/stderr and how it ended."""
     return Tool(
         name="python",
-        description="Run a Python 3 script in a sandbox (no network, no subprocesses); print what you need.",
+        description=("Run a Python 3 script in a sandbox (no network; a private working dir and /tmp); "
+                     "print what you need."),
         params={"properties": {"code": {"type": "string"}}, "required": ["code"]},
         timeout_s=limits.wall_s + 2.0,
         fn=lambda code: describe(run_python(code, limits)),
@@ -71,10 +76,33 @@ class PythonEnv(Environment):
     system_prompt = "Solve the problem. You can run Python with the python tool, then give <answer>NUMBER</answer>."
 
     def __init__(self, max_turns: int | None = None, cpu_s: int = 2, wall_s: float = 3.0,
-                 memory_mb: int = 512, max_output_bytes: int = 8192) -> None:
-        self.limits = SandboxLimits(cpu_s=cpu_s, wall_s=wall_s, memory_bytes=memory_mb * 2**20,
-                                    max_output_bytes=max_output_bytes)
+                 memory_mb: int = 512, max_output_bytes: int = 8192, allow_unisolated: bool = False,
+                 sandbox_backend: str = "auto") -> None:
+        if not isinstance(allow_unisolated, bool):
+            raise ConfigError.at("allow_unisolated", f"must be true or false, got {allow_unisolated!r}")
+        try:
+            self.limits = SandboxLimits(cpu_s=cpu_s, wall_s=wall_s, memory_bytes=memory_mb * 2**20,
+                                        max_output_bytes=max_output_bytes, backend=sandbox_backend,
+                                        allow_unisolated=allow_unisolated)
+        except ValueError as e:
+            raise ConfigError(f"python environment: {e}") from None
+        self.sandbox_backend = self._check_isolation(self.limits)
         super().__init__(max_turns)
+
+    @staticmethod
+    def _check_isolation(limits: SandboxLimits) -> str:
+        """Refuse to run untrusted code without kernel isolation unless `allow_unisolated` says so."""
+        try:
+            backend = resolve_backend(limits)
+        except SandboxUnavailable as e:
+            raise ConfigError.at("allow_unisolated", f"{e}; the python tool refuses to run model-written code "
+                                 "without it. Install bubblewrap or enable unprivileged user namespaces, or "
+                                 "set allow_unisolated: true to run it with rlimits and an audit hook only "
+                                 "(the code can then read host files and reach the host's network)") from None
+        if backend == "unisolated":
+            log.warning("python environment: the sandbox runs WITHOUT kernel isolation (allow_unisolated: true): "
+                        "model-written code can read host files and reach the host's network")
+        return backend
 
     def make_tools(self) -> list[Tool]:
         return [python_tool(self.limits)]

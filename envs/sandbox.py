@@ -1,23 +1,24 @@
-"""Run untrusted Python code in a contained subprocess.
+"""Run untrusted Python code in a sandbox that the kernel enforces.
 
-Containment, layer by layer:
-- resource limits in the child: RLIMIT_CPU, RLIMIT_AS (memory), RLIMIT_FSIZE (file and output size),
-  RLIMIT_NPROC (fork bombs), RLIMIT_NOFILE, no core dumps;
-- when we run as root (RLIMIT_NPROC does not apply to root), the child drops to a private unprivileged
-  uid/gid taken from a lock-guarded range, so it cannot touch root's files, cannot read the parent's
-  /proc/<pid>/environ, and every process it leaves behind can be found by uid and killed;
-- a new session (process group); on the wall-clock timeout the group and every process of the uid die;
-- a private temporary working directory, removed afterwards; an empty environment (PATH, HOME, LANG only);
-- an audit hook in the child refuses writes outside the working directory (so world-writable /tmp is
-  off limits too), running other programs (subprocess, exec, system, spawn) and ctypes;
-- stdout/stderr go to files bounded by RLIMIT_FSIZE, and only the first `max_output_bytes` are read back.
+Backends (SandboxLimits.backend; "auto" takes the first that works on this machine):
+- "bwrap": bubblewrap builds the namespaces (envs/sandbox_bwrap.py);
+- "namespaces": the same, set up with ctypes (envs/sandbox_ns.py);
+- "unisolated": rlimits, a uid drop and an audit hook only (envs/sandbox_unisolated.py); never chosen by
+  "auto" unless `allow_unisolated` is set, since the program then sees the host's files and network.
+With a kernel backend the program runs in its own user, mount, pid, net, ipc, uts and cgroup namespaces:
+a read-only view of the interpreter and its libraries, private size-limited tmpfs /work and /tmp, an
+empty network namespace, and a pid namespace whose processes all die when the call ends. As root the
+sandbox first drops to SANDBOX_UID. Resource limits (CPU, address space, file size, processes, open
+files, no core) are set by the bootstrap before the user's code runs; the process limit counts inside
+the sandbox's own user namespace, so sandboxes never share it. Output goes to unlinked files bounded by
+RLIMIT_FSIZE and is read back as head + tail within `max_output_bytes` (envs/sandbox_output.py).
 """
 from __future__ import annotations
 
-import fcntl
 import functools
+import json
 import os
-import resource
+import select
 import shutil
 import signal
 import stat
@@ -26,66 +27,52 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import BinaryIO, Callable
 
-UID_BASE = 61000
-UID_COUNT = 1000
-_LOCK_DIR = os.path.join(tempfile.gettempdir(), "vagent_sandbox_uids")
+from vagent_jax.envs import sandbox_unisolated as unisolated
+from vagent_jax.envs.sandbox_bootstrap import bootstrap_argv
+from vagent_jax.envs.sandbox_bwrap import bwrap_argv, bwrap_path, sandbox_init_pid
+from vagent_jax.envs.sandbox_ns import NamespacePlan, namespace_preexec
+from vagent_jax.envs.sandbox_output import read_head_and_tail, share_budget
+from vagent_jax.envs.sandbox_seccomp import filter_program
 
-# Runs in the child before the user's code: installs the audit hook, then executes main.py.
-_BOOTSTRAP = r'''
-import os, sys
-_ROOT = os.path.realpath(os.getcwd())
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_PATH_EVENTS = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.link": (0, 1),
-                "os.symlink": (1,), "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-                "shutil.rmtree": (0,), "shutil.copyfile": (1,), "shutil.move": (1,), "os.mkfifo": (0,),
-                "os.mknod": (0,)}
-_BLOCKED_PREFIXES = ("subprocess.", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "ctypes.",
-                     "os.startfile", "pty.", "os.forkpty")
+BACKENDS = ("auto", "bwrap", "namespaces", "unisolated")
+SANDBOX_UID = 65534  # the host uid of every sandbox when we run as root (isolation comes from namespaces)
+_RO_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", "/etc/ld.so.cache",
+             "/etc/localtime")
+_KILL_GRACE_S = 10.0  # after SIGTERM, how long the launcher may take to see the namespace gone
 
-def _inside(path):
-    if isinstance(path, int) or path is None:
-        return True
-    full = os.path.realpath(os.fsdecode(path))
-    return full == _ROOT or full.startswith(_ROOT + os.sep)
-
-def _hook(event, args):
-    if event == "open":
-        if args[2] & _WRITE_FLAGS and not _inside(args[0]):
-            raise PermissionError(f"sandbox: writing outside the working directory is not allowed: {args[0]}")
-    elif event in _PATH_EVENTS:
-        for i in _PATH_EVENTS[event]:
-            if i < len(args) and not _inside(args[i]):
-                raise PermissionError(f"sandbox: {event} outside the working directory is not allowed: {args[i]}")
-    elif event.startswith(_BLOCKED_PREFIXES):
-        raise PermissionError(f"sandbox: {event} is not allowed")
-
-sys.addaudithook(_hook)
-del _hook
-sys.argv = ["main.py"]
-with open("main.py") as _f:
-    _code = compile(_f.read(), "main.py", "exec")
-exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
-'''
+class SandboxUnavailable(RuntimeError):
+    """No kernel isolation can be had here and running unisolated was not allowed."""
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Limits of one sandboxed run (seconds, bytes, process count)."""
+    """Limits of one sandboxed run (seconds, bytes, process count) and how it is isolated.
+
+    audit_hook None = on only for the "unisolated" backend (it breaks libraries that load ctypes, and the
+    kernel is the boundary elsewhere); True/False force it."""
 
     cpu_s: int = 2
     wall_s: float = 3.0
     memory_bytes: int = 512 * 2**20
     file_bytes: int = 1 * 2**20
+    disk_bytes: int = 32 * 2**20  # size of each private tmpfs (/work, /tmp) of a kernel-isolated run
     nproc: int = 32
     nofile: int = 64
     max_output_bytes: int = 8192
     python_executable: str | None = None
+    backend: str = "auto"
+    allow_unisolated: bool = False
+    audit_hook: bool | None = None
 
     def __post_init__(self) -> None:
-        for key in ("cpu_s", "wall_s", "memory_bytes", "file_bytes", "nproc", "nofile", "max_output_bytes"):
+        for key in ("cpu_s", "wall_s", "memory_bytes", "file_bytes", "disk_bytes", "nproc", "nofile",
+                    "max_output_bytes"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"SandboxLimits.{key} must be > 0, got {getattr(self, key)!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"SandboxLimits.backend must be one of {BACKENDS}, got {self.backend!r}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +86,7 @@ class SandboxResult:
     timed_out: bool
     truncated: bool
     wall_s: float
+    backend: str = ""
 
 
 def _world_usable(path: str) -> bool:
@@ -138,174 +126,237 @@ def sandbox_python(explicit: str | None = None) -> str:
     )
 
 
-def _uid_processes(uid: int) -> list[tuple[int, bool]]:
-    """(pid, is_zombie) of every process whose real uid is `uid`."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            out.append((int(name), fields.get("State", "").strip().startswith("Z")))
-    return out
+def read_only_paths(python: str) -> tuple[str, ...]:
+    """Host paths the sandbox sees read-only: system libraries and the interpreter's prefixes."""
+    prefixes = {os.path.dirname(os.path.dirname(os.path.realpath(python)))}
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        prefixes |= {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    paths = list(_RO_PATHS)
+    for p in sorted(prefixes):
+        if p != "/" and not any(p == q or p.startswith(q + "/") for q in _RO_PATHS):
+            paths.append(p)
+    return tuple(paths)
 
 
-def _acquire_uid() -> tuple[int, int]:
-    """Lock a free sandbox uid (no process running under it); returns (uid, lock fd)."""
-    os.makedirs(_LOCK_DIR, mode=0o700, exist_ok=True)
-    st = os.lstat(_LOCK_DIR)
-    if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o077:
-        raise RuntimeError(f"sandbox lock directory {_LOCK_DIR} must be a private directory owned by us")
-    start = os.getpid() % UID_COUNT
-    for k in range(UID_COUNT):
-        uid = UID_BASE + (start + k) % UID_COUNT
-        fd = os.open(os.path.join(_LOCK_DIR, str(uid)), os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        # a free lock with processes left means their owner died: kill them, and use the uid once clean
-        if _kill_uid(uid, settle_s=0.2) and not _uid_processes(uid):
-            return uid, fd
-        os.close(fd)
-    raise RuntimeError(f"sandbox: all {UID_COUNT} sandbox uids from {UID_BASE} are busy")
+_PROBES: dict[tuple[str, str], str | None] = {}
 
 
-def reap_orphans() -> int:
-    """Kill processes left under sandbox uids whose owner died (their lock is free); returns how many uids.
-
-    Called when a worker is killed mid-run: its sandbox child lives in its own session and would survive.
-    """
-    if os.geteuid() != 0 or not os.path.isdir(_LOCK_DIR):
-        return 0
-    stale = sorted({uid for uid, _ in _uids_in_range()})
-    reaped = 0
-    for uid in stale:
-        fd = os.open(os.path.join(_LOCK_DIR, str(uid)), os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue  # a live sandbox owns it
-        try:
-            _kill_uid(uid)
-            reaped += 1
-        finally:
-            os.close(fd)
-    return reaped
+def _threads() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
 
 
-def _uids_in_range() -> list[tuple[int, int]]:
-    """(uid, pid) of every live process running under a sandbox uid."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            uid = os.stat(f"/proc/{name}").st_uid
-        except OSError:
-            continue
-        if UID_BASE <= uid < UID_BASE + UID_COUNT:
-            out.append((uid, int(name)))
-    return out
-
-
-def _kill_uid(uid: int, settle_s: float = 2.0) -> bool:
-    """SIGKILL every live process of `uid`, again and again while a fork bomb keeps spawning.
-
-    Returns True once none is alive. Their zombies are reaped by init a little later; a uid with zombies
-    is not handed out again until they are gone (zombies still count against RLIMIT_NPROC).
-    """
-    end = time.monotonic() + settle_s
-    while True:
-        live = [pid for pid, zombie in _uid_processes(uid) if not zombie]
-        if not live:
-            return True
-        for pid in live:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.002)
-
-
-def _read_head(path: str, limit: int) -> tuple[str, bool]:
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        data = f.read(limit)
-    return data.decode("utf-8", errors="replace"), size > limit
-
-
-def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
-    """Run `code` as a Python script under the sandbox (see module docstring) and collect its output."""
-    if not isinstance(code, str):
-        raise ValueError(f"sandbox code must be a string, got {type(code).__name__}")
-    python = sandbox_python(limits.python_executable)
-    as_root = os.geteuid() == 0
-    uid, lock_fd = _acquire_uid() if as_root else (None, None)
-    workdir = tempfile.mkdtemp(prefix="vagent_sbx_")
-    outdir = tempfile.mkdtemp(prefix="vagent_sbx_out_")
+def _probe_here(backend: str, python: str) -> str | None:
     try:
-        with open(os.path.join(workdir, "main.py"), "w") as f:
-            f.write(code)
-        if uid is not None:
-            for p in (workdir, os.path.join(workdir, "main.py")):
-                os.chown(p, uid, uid)
-        os.chmod(workdir, 0o700)
-        out_path, err_path = os.path.join(outdir, "stdout"), os.path.join(outdir, "stderr")
+        if backend == "bwrap" and bwrap_path() is None:
+            raise RuntimeError("bwrap is not installed")
+        r = run_python("print('ok')", SandboxLimits(backend=backend, python_executable=python, wall_s=30.0, cpu_s=10))
+        return None if r.stdout.strip() == "ok" else f"probe failed: {r.stdout!r} {r.stderr!r}"
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        return f"{type(e).__name__}: {e}"
 
-        def preexec() -> None:
-            hard_cpu = limits.cpu_s + 1
-            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, hard_cpu))
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile, limits.nofile))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            os.umask(0o077)
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
 
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
-        t0 = time.monotonic()
-        timed_out = False
-        with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
+def probe(backend: str, python: str) -> str | None:
+    """None when `backend` runs a program here, else why not (cached per process).
+
+    A multi-threaded process (a trainer with JAX) probes in a fresh single-threaded interpreter: the
+    namespace backend's preexec_fn runs Python after fork, which is only safe without other threads."""
+    key = (backend, python)
+    if key not in _PROBES:
+        if _threads() == 1:
+            _PROBES[key] = _probe_here(backend, python)
+        else:
+            code = ("import json, sys\nfrom vagent_jax.envs.sandbox import probe\n"
+                    "print(json.dumps(probe(sys.argv[1], sys.argv[2])))")
+            r = subprocess.run([sys.executable, "-c", code, backend, python], capture_output=True, text=True,
+                               timeout=120)
+            _PROBES[key] = json.loads(r.stdout) if r.returncode == 0 else f"probe process failed: {r.stderr[-500:]}"
+    return _PROBES[key]
+
+
+def resolve_backend(limits: SandboxLimits) -> str:
+    """The backend a run with `limits` uses; raises SandboxUnavailable (with every reason) when none fits."""
+    if limits.backend != "auto":
+        return limits.backend
+    python = sandbox_python(limits.python_executable)
+    reasons = []
+    for backend in ("bwrap", "namespaces"):
+        why = probe(backend, python)
+        if why is None:
+            return backend
+        reasons.append(f"{backend}: {why}")
+    if limits.allow_unisolated:
+        return "unisolated"
+    raise SandboxUnavailable("no kernel isolation for the sandbox on this machine (" + "; ".join(reasons) + ")")
+
+
+def _exited_within(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for `proc` to exit, woken at once by its pidfd (Popen.wait(timeout) polls
+    with sleeps of up to 50 ms, which was most of a short call's cost)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # an old kernel: the polling wait
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready = select.select([fd], [], [], timeout_s)[0]
+    finally:
+        os.close(fd)
+    if ready:
+        proc.wait()
+    return bool(ready)
+
+
+def _wait(proc: subprocess.Popen, wall_s: float, kill: Callable[[], None]) -> bool:
+    """Wait for the run; past `wall_s` stop it with `kill` and wait until it is gone. True on timeout."""
+    if _exited_within(proc, wall_s):
+        return False
+    kill()
+    if not _exited_within(proc, _KILL_GRACE_S):
+        proc.kill()
+        proc.wait()
+    return True
+
+
+def _run_namespaces(argv: list[str], code: str, limits: SandboxLimits, env: dict, out: BinaryIO,
+                    err: BinaryIO) -> tuple[int, bool]:
+    plan = NamespacePlan(read_only_paths(argv[0]), code.encode(), limits.disk_bytes,
+                         drop_to_uid=SANDBOX_UID if os.geteuid() == 0 else None, seccomp=filter_program())
+    try:
+        proc = subprocess.Popen(argv, preexec_fn=namespace_preexec(plan), cwd="/", env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                                close_fds=True)
+    except subprocess.SubprocessError as e:  # the reason is what the child wrote to its stderr
+        err.seek(0)
+        raise subprocess.SubprocessError(err.read().decode(errors="replace").strip() or str(e)) from None
+    # SIGTERM: the launcher SIGKILLs the namespace's init and exits once every process in it is gone
+    timed_out = _wait(proc, limits.wall_s, lambda: proc.send_signal(signal.SIGTERM))
+    return proc.returncode, timed_out
+
+
+def _sandbox_init_pidfd(info_r: int) -> int | None:
+    """A pidfd of the sandbox's pid 1, from bwrap's --info-fd (None when bwrap failed before writing it)."""
+    data, init_pid, end = b"", None, time.monotonic() + _KILL_GRACE_S
+    while init_pid is None and select.select([info_r], [], [], max(0.0, end - time.monotonic()))[0]:
+        chunk = os.read(info_r, 65536)  # bwrap may write its JSON in pieces
+        if not chunk:
+            break
+        data += chunk
+        init_pid = sandbox_init_pid(data)
+    try:
+        return os.pidfd_open(init_pid) if init_pid else None
+    except OSError:  # already gone (or no pidfd on this kernel)
+        return None
+
+
+def _kill_init(init_fd: int | None, proc: subprocess.Popen) -> None:
+    """SIGKILL the sandbox's pid 1 (which takes its whole pid namespace), or bwrap when it is unknown."""
+    try:
+        signal.pidfd_send_signal(init_fd, signal.SIGKILL) if init_fd is not None else proc.kill()
+    except (ProcessLookupError, OSError):
+        pass
+
+
+def _run_bwrap(argv: list[str], code: str, limits: SandboxLimits, env: dict, out: BinaryIO,
+               err: BinaryIO) -> tuple[int, bool]:
+    bwrap = bwrap_path()
+    if bwrap is None:
+        raise RuntimeError("sandbox backend 'bwrap': bwrap is not installed")
+    as_root = os.geteuid() == 0
+    info_r, info_w = os.pipe()
+    with tempfile.TemporaryFile() as code_file, tempfile.TemporaryFile() as filter_file:
+        for f, data in ((code_file, code.encode()), (filter_file, filter_program())):
+            f.write(data)
+            f.flush()
+            f.seek(0)
+        fd, filter_fd = code_file.fileno(), filter_file.fileno()
+        try:
             proc = subprocess.Popen(
-                [python, "-I", "-B", "-u", "-c", _BOOTSTRAP], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                stdout=out_f, stderr=err_f, preexec_fn=preexec, start_new_session=True, close_fds=True,
-            )
-            try:
-                proc.wait(timeout=limits.wall_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                bwrap_argv(bwrap, read_only_paths(argv[0]), limits.disk_bytes, fd, info_w, filter_fd) + argv,
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, close_fds=True,
+                pass_fds=(fd, filter_fd, info_w), user=SANDBOX_UID if as_root else None,
+                group=SANDBOX_UID if as_root else None, extra_groups=[] if as_root else None)
+        finally:
+            os.close(info_w)
+    init_fd = None
+    try:  # info_r stays open until bwrap is done: it may write more, and a closed pipe would kill it
+        init_fd = _sandbox_init_pidfd(info_r)
+        timed_out = _wait(proc, limits.wall_s, lambda: _kill_init(init_fd, proc))
+        # bwrap may exit before its pid 1 is gone; pid 1 exits only once every process of its namespace has
+        if init_fd is not None and not select.select([init_fd], [], [], _KILL_GRACE_S)[0]:
+            _kill_init(init_fd, proc)
+            select.select([init_fd], [], [], _KILL_GRACE_S)
+    finally:
+        os.close(info_r)
+        if init_fd is not None:
+            os.close(init_fd)
+    rc = proc.returncode
+    # bwrap's pid 1 reports a program killed by signal N as exit code 128 + N (as a shell does)
+    return (-(rc - 128) if 128 < rc < 128 + signal.NSIG else rc), timed_out
+
+
+def _run_unisolated(argv: list[str], code: str, limits: SandboxLimits, env: dict, out: BinaryIO,
+                    err: BinaryIO) -> tuple[int, bool]:
+    uid, lock_fd = unisolated.acquire_uid() if os.geteuid() == 0 else (None, None)
+    workdir = unisolated.make_workdir(code, uid)
+    try:
+        env = dict(env, HOME=workdir, TMPDIR=workdir)
+        kw = dict(user=uid, group=uid, extra_groups=[]) if uid is not None else {}
+        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True, close_fds=True, **kw)
+
+        def kill() -> None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            proc.wait()  # reap the direct child before sweeping the uid (its zombie would count)
-            if uid is not None:
-                _kill_uid(uid)
-        wall = time.monotonic() - t0
-        stdout, trunc_out = _read_head(out_path, limits.max_output_bytes)
-        stderr, trunc_err = _read_head(err_path, limits.max_output_bytes)
-        rc = proc.returncode
-        sig = -rc if rc is not None and rc < 0 else None
-        truncated = trunc_out or trunc_err or sig == signal.SIGXFSZ
-        return SandboxResult(stdout, stderr, None if sig else rc, sig, timed_out, truncated, wall)
+
+        timed_out = _wait(proc, limits.wall_s, kill)
+        kill()
+        unisolated.kill_uid_after(uid)
+        return proc.returncode, timed_out
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(outdir, ignore_errors=True)
         if lock_fd is not None:
             os.close(lock_fd)
+
+
+_RUNNERS = {"bwrap": _run_bwrap, "namespaces": _run_namespaces, "unisolated": _run_unisolated}
+
+
+def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+    """Run `code` as a Python script in the sandbox (see module docstring) and collect its output.
+
+    Raises SandboxUnavailable when no backend fits, SubprocessError when the sandbox cannot be set up."""
+    if not isinstance(code, str):
+        raise ValueError(f"sandbox code must be a string, got {type(code).__name__}")
+    backend = resolve_backend(limits)
+    python = sandbox_python(limits.python_executable)
+    hook = limits.audit_hook if limits.audit_hook is not None else backend == "unisolated"
+    argv = bootstrap_argv(python, limits, hook)
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        rc, timed_out = _RUNNERS[backend](argv, code, limits, env, out, err)
+        wall = time.monotonic() - t0
+        out_budget, err_budget = share_budget(os.fstat(out.fileno()).st_size, os.fstat(err.fileno()).st_size,
+                                              limits.max_output_bytes)
+        stdout, out_cut = read_head_and_tail(out, out_budget)
+        stderr, err_cut = read_head_and_tail(err, err_budget)
+    sig = -rc if rc is not None and rc < 0 else None
+    truncated = bool(out_cut or err_cut) or sig == signal.SIGXFSZ
+    return SandboxResult(stdout, stderr, None if sig else rc, sig, timed_out, truncated, wall, backend)
+
+
+def sweep_stale() -> int:
+    """Remove what dead owners left (unisolated work dirs and uids); live sandboxes are never touched.
+
+    Kernel-isolated runs leave nothing to sweep: their files live in the sandbox's tmpfs and their
+    processes in its pid namespace, both gone with it."""
+    return unisolated.sweep_stale_workdirs() + unisolated.reap_orphans()
 
 
 def describe(result: SandboxResult) -> str:

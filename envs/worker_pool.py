@@ -30,7 +30,7 @@ from typing import Any, Hashable, Mapping, Sequence
 
 from vagent_jax.envs.base import EnvStep, Environment, Message, as_messages, failed_step, task_to_json
 from vagent_jax.envs.registry import get_env, import_env_modules
-from vagent_jax.envs.sandbox import reap_orphans
+from vagent_jax.envs.sandbox import sweep_stale
 
 _PRELOAD = ["vagent_jax.envs.registry", "vagent_jax.envs.math_verifier", "vagent_jax.envs.sandbox"]
 _READY = "__worker_ready__"  # a worker's first message: its imports are done
@@ -127,6 +127,7 @@ class EnvWorkerPool:
         self._ready: list[tuple[Hashable, EnvStep]] = []
         self._metrics: collections.Counter = collections.Counter()
         self._closed = False
+        sweep_stale()  # leftovers of killed runs before us (only of dead owners: other pools are untouched)
         self._workers = [self._start_worker() for _ in range(num_workers)]
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ class EnvWorkerPool:
             w.proc.kill()
         w.proc.join(timeout=5)
         w.conn.close()
-        reap_orphans()  # sandbox processes the dead worker left running
+        sweep_stale()  # what an unisolated sandbox of the dead worker left (kernel sandboxes die with it)
         self._metrics["workers_replaced"] += 1
         self._workers[i] = self._start_worker()
 
@@ -165,6 +166,7 @@ class EnvWorkerPool:
                 w.proc.kill()
                 w.proc.join(timeout=5)
             w.conn.close()
+        sweep_stale()
 
     def __enter__(self) -> "EnvWorkerPool":
         return self

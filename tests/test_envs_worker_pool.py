@@ -1,6 +1,9 @@
 """The env worker pool: results come back, and every kind of fault costs only its own request."""
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
@@ -180,27 +183,88 @@ def test_rejects_fork_start_method():
         EnvWorkerPool(1, start_method="fork")
 
 
-def test_sandbox_of_a_killed_worker_is_reaped(pool):
-    from vagent_jax.envs import sandbox
+def _proc_table() -> dict[int, tuple[int, int, bytes]]:
+    """pid -> (parent pid, start time, command line) of every process."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        out[int(name)] = (int(fields[1]), int(fields[19]), cmd)
+    return out
 
-    def live_sandbox_pids():
-        return [pid for uid, pid in sandbox._uids_in_range()
-                if any(p == pid and not z for p, z in sandbox._uid_processes(uid))]
 
-    pool.submit("orphan", "python", {"wall_s": 20.0}, {"family": "divisors", "params": {"n": 12}, "answer": "6"},
-                _call("python", code="import time\ntime.sleep(60)"))
-    end = time.monotonic() + 5
-    while not live_sandbox_pids() and time.monotonic() < end:
+def _sandbox_processes(roots) -> set[tuple[int, int]]:
+    """(pid, start time) of the sandbox processes below the processes `roots` (their bootstrap runs main.py)."""
+    table, found, frontier = _proc_table(), set(), set(roots)
+    while frontier:
+        children = {pid for pid, (ppid, _, _) in table.items() if ppid in frontier}
+        found |= children
+        frontier = children
+    return {(pid, table[pid][1]) for pid in found if b"main.py" in table[pid][2]}
+
+
+def _wait_for(predicate, what, deadline_s=60.0):
+    """Poll `predicate` until true; the deadline is generous because the machine may be loaded."""
+    end = time.monotonic() + deadline_s
+    while not (value := predicate()):
+        assert time.monotonic() < end, f"{what} within {deadline_s} s"
         time.sleep(0.05)
-    assert live_sandbox_pids(), "sandbox never started"
-    for pid in pool.worker_pids():
-        os.kill(pid, signal.SIGKILL)
-    step = _drain(pool, 1)["orphan"][0]
-    assert step.error == "worker_died"
-    if os.geteuid() == 0:
-        assert live_sandbox_pids() == []
-    # the other worker died while idle: the next request must not be lost to it
-    pool.submit("next1", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
-    pool.submit("next2", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
-    got = _drain(pool, 2)
-    assert all(s.reward.correct for s, _ in got.values())
+    return value
+
+
+_NEIGHBOUR = """
+import sys
+from vagent_jax.envs.worker_pool import EnvWorkerPool
+task = {"family": "divisors", "params": {"n": 12}, "answer": "6"}
+msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": sys.argv[1]}]
+with EnvWorkerPool(1) as pool:
+    pool.submit("n", "python", {"wall_s": 60.0, "cpu_s": 5}, task, msgs)
+    got = []
+    while not got:
+        got = pool.poll(timeout=1.0)
+    print(got[0][1].observation.content if got[0][1].observation else got[0][1].error)
+"""
+
+
+def test_sandbox_of_a_killed_worker_is_reaped_next_to_another_pool(tmp_path):
+    """Killing this pool's workers ends their sandboxes and nothing of a second pool's, even one whose
+    $TMPDIR differs (before, pools found sandboxes by a machine-wide uid range, and a pool whose lock
+    directory differed swept the other's live sandbox as an orphan). Generous deadlines: under load."""
+    with EnvWorkerPool(2, env_modules=[__name__], deadline_margin_s=60.0) as pool:
+        _killed_worker_next_to_another_pool(pool, tmp_path)
+
+
+def _killed_worker_next_to_another_pool(pool, tmp_path):
+    call = _call("python", code="import time\ntime.sleep(6)\nprint('neighbour ok')")[1].content
+    (tmp_path / "tmp").mkdir()
+    neighbour = subprocess.Popen([sys.executable, "-c", _NEIGHBOUR, call], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")))
+    before = set(os.listdir(tempfile.gettempdir()))
+    try:
+        _wait_for(lambda: _sandbox_processes([neighbour.pid]), "the second pool's sandbox started")
+        pool.submit("orphan", "python", {"wall_s": 60.0}, {"family": "divisors", "params": {"n": 12}, "answer": "6"},
+                    _call("python", code="import time\ntime.sleep(60)"))
+        ours = _wait_for(lambda: _sandbox_processes(pool.worker_pids()), "this pool's sandbox started")
+        for pid in pool.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        assert _drain(pool, 1, timeout=60.0)["orphan"][0].error == "worker_died"
+        table = _wait_for(lambda: (t := _proc_table()) and not {(p, t[p][1]) for p in t} & ours and t,
+                          "the killed worker's sandbox gone", deadline_s=30.0)
+        assert not {(p, table[p][1]) for p in table} & ours
+        assert not [d for d in set(os.listdir(tempfile.gettempdir())) - before if d.startswith("vagent_sbx")]
+        # the other worker died while idle: the next requests must not be lost to it
+        pool.submit("next1", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
+        pool.submit("next2", "pool_test", {}, {}, _msgs("<answer>ok</answer>"))
+        assert all(s.reward.correct for s, _ in _drain(pool, 2, timeout=60.0).values())
+        out, err = neighbour.communicate(timeout=120)
+        assert "neighbour ok" in out, out + err
+    finally:
+        neighbour.kill()
+        neighbour.wait()
