@@ -8,6 +8,9 @@ from vagent_jax.envs import sandbox
 from vagent_jax.envs.sandbox import SandboxLimits, describe, run_python
 
 LIMITS = SandboxLimits(cpu_s=1, wall_s=1.5, memory_bytes=256 * 2**20, max_output_bytes=2048)
+# Upper bound on a contained run beyond its wall limit: interpreter start and clean-up on a machine loaded by
+# other jobs. Generous, yet far below what the hostile programs below would take uncontained (30 s, forever).
+SLACK_S = 8.0
 
 
 def _leftovers():
@@ -26,14 +29,14 @@ def test_normal_code_runs_and_errors_are_reported():
 def test_infinite_loop_is_stopped_by_cpu_limit():
     t0 = time.monotonic()
     r = run_python("while True:\n    pass", LIMITS)
-    assert time.monotonic() - t0 < LIMITS.wall_s + 1.0
+    assert time.monotonic() - t0 < LIMITS.wall_s + SLACK_S
     assert r.exit_code is None and (r.signal is not None or r.timed_out)
 
 
 def test_sleep_is_stopped_by_wall_clock():
     t0 = time.monotonic()
     r = run_python("import time\ntime.sleep(30)", LIMITS)
-    assert r.timed_out and time.monotonic() - t0 < LIMITS.wall_s + 1.0
+    assert r.timed_out and time.monotonic() - t0 < LIMITS.wall_s + SLACK_S
     assert "wall-clock timeout" in describe(r)
 
 
@@ -41,7 +44,7 @@ def test_fork_bomb_is_contained_and_cleaned_up():
     code = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)"
     t0 = time.monotonic()
     r = run_python(code, LIMITS)
-    assert time.monotonic() - t0 < LIMITS.wall_s + 2.0
+    assert time.monotonic() - t0 < LIMITS.wall_s + SLACK_S
     assert r.exit_code is None
     assert _leftovers() == []
 
@@ -63,7 +66,7 @@ def test_gigabytes_of_output_are_truncated():
     t0 = time.monotonic()
     r = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", LIMITS)
     assert r.truncated and len(r.stdout) == LIMITS.max_output_bytes
-    assert time.monotonic() - t0 < LIMITS.wall_s + 1.0
+    assert time.monotonic() - t0 < LIMITS.wall_s + SLACK_S
 
 
 def test_parent_environment_does_not_leak(monkeypatch):
