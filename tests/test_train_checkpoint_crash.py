@@ -4,7 +4,6 @@ short, a missing item) is skipped with a warning naming it; a full disk during a
 error and leaves the previous checkpoint restorable."""
 from __future__ import annotations
 
-import contextlib
 import errno
 import glob
 import os
@@ -15,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,8 @@ import pytest
 from vagent_jax.train.checkpoint import (CheckpointOptions, Checkpointer, CheckpointWriteError,
                                          UnreadableCheckpointWarning, abstract_of)
 from vagent_jax.train.run_common import RunStopped
+
+from disk_fixtures import small_disk
 
 _ENV = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu",
         "PYTHONUNBUFFERED": "1"}
@@ -190,20 +191,6 @@ def test_when_no_checkpoint_is_readable_the_newest_error_is_raised(tmp_path: Pat
 
 
 # ----- full disk ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _small_disk(path: Path, size: str) -> Iterator[bool]:
-    """A tmpfs of `size` mounted at `path` (yields True), or a plain directory when mounting is not
-    permitted (yields False: the caller injects the write error instead)."""
-    path.mkdir(parents=True)
-    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                                                    str(path)], capture_output=True).returncode == 0
-    try:
-        yield mounted
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(path)], check=True)
-
-
 def _inject_disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a small file system: the commit of the save fails as a full disk would fail it."""
     from orbax.checkpoint._src.path import atomicity
@@ -219,7 +206,7 @@ def test_full_disk_during_save_stops_with_a_clear_error_and_keeps_the_previous(
     small = {"w": jnp.arange(64 * 64, dtype=jnp.float32).reshape(64, 64)}
     big = {"w": jax.random.normal(jax.random.key(0), (512, 512))}  # 1 MiB: more than the disk has left
     mnt = tmp_path / "disk"
-    with _small_disk(mnt, "600k") as mounted:
+    with small_disk(mnt, "600k") as mounted:
         ckdir = mnt / "ck"
         ck = Checkpointer(ckdir, CheckpointOptions(keep_last=1))
         ck.save(1, small, jax.random.key(1), {"it": 1})

@@ -182,6 +182,8 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=manager_options,
                                               item_names=(_STATE, _RNG, _EXTRA))
         self._writing: int | None = None  # the step an async save is writing, until it is waited for
+        self._last_saved: int | None = None  # the step of the newest save started
+        self._failed = False  # a CheckpointWriteError was raised: later errors of that save are not news
 
     def save(self, step: int, state: Any, rng: jax.Array, extra: dict[str, Any] | None = None,
              metrics: dict[str, float] | None = None, force: bool = False) -> bool:
@@ -212,11 +214,13 @@ class Checkpointer:
         except Exception as e:  # noqa: BLE001 (a synchronous save, or the host copy / directory creation)
             raise self._write_failed(step, e) from e
         self._writing = step if saved and self.options.async_save else None
+        self._last_saved = step if saved else self._last_saved
         return saved
 
-    def _write_failed(self, step: int, e: BaseException) -> CheckpointWriteError:
+    def _write_failed(self, step: int | None, e: BaseException) -> CheckpointWriteError:
         """The error that stops a run whose save of `step` failed, naming the step, directory and cause."""
-        self._writing = None
+        self._writing, self._failed = None, True
+        step = self._last_saved if step is None else step
         cause = "no space left on device" if _is_disk_full(e) else f"{type(e).__name__}: {e}"
         try:
             earlier = [s for s in self.all_steps() if s != step]
@@ -322,15 +326,22 @@ class Checkpointer:
         try:
             self._manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 (orbax re-raises the async writer's error here)
-            raise self._write_failed(self._writing if self._writing is not None else -1, e) from e
+            raise self._write_failed(self._writing, e) from e
         self._writing = None
 
     def close(self) -> None:
-        """Finish pending saves and release orbax's threads (CheckpointWriteError when the last save failed)."""
+        """Finish pending saves and release orbax's threads (CheckpointWriteError when the last save failed).
+
+        A failed save can fail in several of orbax's writer threads (array files, JSON items): once one
+        CheckpointWriteError was raised, the others' errors at close are the same fault and are dropped."""
         try:
             self.wait_until_finished()
         finally:
-            self._manager.close()
+            try:
+                self._manager.close()
+            except Exception as e:  # noqa: BLE001
+                if not self._failed:
+                    raise self._write_failed(None, e) from e
 
     def __enter__(self) -> Checkpointer:
         return self
