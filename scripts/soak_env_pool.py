@@ -26,7 +26,6 @@ import argparse  # noqa: E402
 import collections  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -62,11 +61,12 @@ def _fault_kind(step: Any) -> str:
     """What a finished rollout says happened: ok, or the fault kind its error tag and detail name."""
     if step.error is None:
         return "ok" if step.reward.correct else "wrong"
+    detail = step.reward.details.get("detail", "")
     if step.error == "worker_died":
-        detail = step.reward.details.get("detail", "")
         return {"worker exit code -11": "segfault", "worker exit code -9": "worker_sigkill"}.get(detail, detail)
-    return {"env_error": "env_raises", "timeout": "hang", "verifier_error": "verifier_raises"}.get(step.error,
-                                                                                                step.error)
+    if step.error == "timeout":  # the pool's deadline (a hang), or an in-worker tool / verifier timeout
+        return "hang" if "passed its deadline" in detail else f"timeout: {detail}"
+    return {"env_error": "env_raises", "verifier_error": "verifier_raises"}.get(step.error, step.error)
 
 
 def _live_descendants(root: int) -> set[int]:
@@ -125,10 +125,9 @@ def soak(rollouts: int, workers: int, seed: int) -> dict[str, Any]:
 
     tasks = fault_tasks(rollouts, RATES, seed)
     injected = collections.Counter(t["fault"] for t in tasks)
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["vagent_jax.envs.registry", "vagent_jax.envs.sandbox", "fault_fixture_env"])
-    from multiprocessing import forkserver
-    forkserver.ensure_running()  # a process-lifetime helper: started before the baseline is taken
+    # The forkserver is a process-lifetime helper: a first pool starts it (with the pool's own preloads)
+    # before the baseline is taken, so the soaked pool's leftovers are counted, not the forkserver.
+    EnvWorkerPool(1, env_modules=["fault_fixture_env"]).close()
     tmp = Path(tempfile.gettempdir())
     base_fds, base_tmp = set(os.listdir("/proc/self/fd")), set(os.listdir(tmp))
     base_procs = _live_descendants(os.getpid())
