@@ -53,9 +53,9 @@ for run in $(seq "$RUNS"); do
   (cd "$ROOT" && "$PY" -m pytest -q -rA -p no:cacheprovider "$@") > "$OUT/run$run.log" 2>&1
   rc=$?
   [ $rc -ne 0 ] && status=1
-  ids() { grep -E "^($1) " "$OUT/run$run.log" | sed -E 's/^[A-Z]+ //; s/ - .*$//' | sort -u; }
+  ids() { grep -E "^($1) [^ ]" "$OUT/run$run.log" | sed -E 's/^[A-Z]+ //; s/ - .*$//' | sort -u; }
   ids PASSED > "$OUT/run$run.passed"
-  ids 'FAILED|ERROR' > "$OUT/run$run.failed"
+  ids 'FAILED|ERROR' > "$OUT/run$run.failed"  # one space: not a captured log line ("ERROR    absl:...")
   echo "== run $run: exit $rc, $(wc -l < "$OUT/run$run.passed") passed, $(wc -l < "$OUT/run$run.failed") failed," \
        "$(( $(date +%s) - start )) s"
   [ "$VERBOSE" -eq 1 ] && sed 's/^/   passed /' "$OUT/run$run.passed"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = {50: 300, 1000: 1200}
 
 
+@pytest.fixture
+def short_tmp() -> Path:
+    """A temp dir with a short path: the forkserver's socket lives below it (AF_UNIX paths: 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="soak", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _soak(tmp_path: Path, rollouts: int) -> dict:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak_env_pool.py"), "--rollouts", str(rollouts),
                         "--json"], capture_output=True, text=True, timeout=TIMEOUT_S[rollouts], env=env, cwd=ROOT)
+    assert r.stdout.startswith("{"), (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
     out = json.loads(r.stdout)
     assert r.returncode == (0 if out["ok"] else 1), r.stderr[-3000:]
     assert list(tmp_path.iterdir()) == [], "the script's private temp dir outlived it"
@@ -51,10 +62,10 @@ def test_fault_tasks_hold_each_fault_at_its_rate() -> None:
         fault_tasks(3, rates, seed=0)
 
 
-def test_soak_50_rollouts(tmp_path: Path) -> None:
-    _check(_soak(tmp_path, 50), 50)
+def test_soak_50_rollouts(short_tmp: Path) -> None:
+    _check(_soak(short_tmp, 50), 50)
 
 
 @pytest.mark.slow  # about a minute: 1,000 rollouts, 50 worker replacements, 10 hangs of one deadline each
-def test_soak_1000_rollouts(tmp_path: Path) -> None:
-    _check(_soak(tmp_path, 1000), 1000)
+def test_soak_1000_rollouts(short_tmp: Path) -> None:
+    _check(_soak(short_tmp, 1000), 1000)

@@ -10,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 _CASES = '''
+import logging
 import pathlib
 
 def test_always_passes():
@@ -19,6 +20,7 @@ def test_fails_on_the_first_run_only(tmp_path_factory):
     mark = pathlib.Path(__file__).with_name("ran_once")
     first = not mark.exists()
     mark.write_text("x")
+    logging.getLogger("case").error("a captured log line, not a test id")
     assert not first
 '''
 
