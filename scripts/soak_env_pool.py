@@ -53,7 +53,8 @@ def _turn(task: dict, turn: int) -> list[dict]:
     call = json.dumps({"name": "note", "arguments": {"text": f"task {task['id']}"}})
     msgs = [Message("user", f"say {task['answer']}"), Message("assistant", f"<tool_call>{call}</tool_call>")]
     if turn == 2:
-        msgs += [Message("tool", f"noted: task {task['id']}"), Message("assistant", f"<answer>{task['answer']}</answer>")]
+        msgs += [Message("tool", f"noted: task {task['id']}"),
+                 Message("assistant", f"<answer>{task['answer']}</answer>")]
     return [m.to_dict() for m in msgs]
 
 
@@ -164,7 +165,8 @@ def soak(rollouts: int, workers: int, seed: int) -> dict[str, Any]:
             "returned_twice": sum(v > 1 for v in returns.values()), "late_results": got["late"],
             "workers_started": metrics.get("workers_started", 0),
             "workers_replaced": metrics.get("workers_replaced", 0), "workers_at_end": workers_at_end,
-            "fds_held_by_closed_pool": fds_held_by_closed_pool, "leftover_processes": leftover_procs, "leftover_fds": leftover_fds, "leftover_temp": leftover_tmp,
+            "fds_held_by_closed_pool": fds_held_by_closed_pool, "leftover_processes": leftover_procs,
+            "leftover_fds": leftover_fds, "leftover_temp": leftover_tmp,
             "checks": checks, "ok": all(checks.values())}
 
 
