@@ -13,8 +13,12 @@ from vagent_jax.envs.registry import register_env
 from vagent_jax.envs.tools import Tool
 from vagent_jax.envs.worker_pool import EnvWorkerPool
 
-MARGIN = 0.5
+# Deadline margin: a request's deadline counts from when it reaches a worker, so a freshly replaced worker's
+# start-up (it imports this module, pytest included) is inside it; generous for a machine loaded by other jobs.
+MARGIN = 5.0
 TOOL_TIMEOUT = 1.0
+# Generous deadline (seconds) for waits in these tests; an idle machine needs a few seconds at most.
+WAIT_S = 60.0
 
 
 def _sleep(seconds: float) -> str:
@@ -30,6 +34,12 @@ def _hang_ignoring_alarm() -> str:
     signal.signal(signal.SIGALRM, signal.SIG_IGN)  # defeats the in-worker alarm: only the deadline helps
     time.sleep(60)
     return "never"
+
+
+def _mark(path: str) -> str:
+    with open(path, "w") as f:
+        f.write("done")
+    return "marked"
 
 
 def _segfault() -> str:
@@ -52,6 +62,7 @@ class PoolTestEnv(Environment):
             Tool("boom", "", none, TOOL_TIMEOUT, _boom),
             Tool("hang", "", none, TOOL_TIMEOUT, _hang_ignoring_alarm),
             Tool("segv", "", none, TOOL_TIMEOUT, _segfault),
+            Tool("mark", "", {"properties": {"path": {"type": "string"}}}, TOOL_TIMEOUT, _mark),
         ]
 
     def prompt(self, task):
@@ -71,7 +82,7 @@ def _call(name, **args):
     return _msgs(f"<tool_call>{json.dumps({'name': name, 'arguments': args})}</tool_call>")
 
 
-def _drain(pool, n, timeout=15.0):
+def _drain(pool, n, timeout=WAIT_S):
     out, end = {}, time.monotonic() + timeout
     while len(out) < n and time.monotonic() < end:
         for rid, step in pool.poll(timeout=0.2):
@@ -148,14 +159,20 @@ def test_killed_worker_is_replaced(pool):
     assert _drain(pool, 1)["after"][0].reward.correct
 
 
-def test_queued_requests_run_while_the_parent_is_busy():
-    """A worker serves its queue without the parent: after a pause with no poll, all of it is done."""
+def test_queued_requests_run_while_the_parent_is_busy(tmp_path):
+    """A worker serves its queue without the parent: while the parent never polls, every queued request
+    runs (each leaves a marker file), and then all of them come back."""
     with EnvWorkerPool(1, env_modules=[__name__], pipeline_depth=4) as p:
         p.poll(timeout=0.0)
-        for i in range(4):
-            p.submit(i, "pool_test", {}, {}, _call("sleep", seconds=0.1))
-        time.sleep(1.5)  # the parent is "decoding"; 4 x 0.1 s of env work fits in the pause
-        assert len(p.poll(timeout=0.0)) == 4
+        marks = [tmp_path / f"mark{i}" for i in range(4)]
+        for i, m in enumerate(marks):
+            p.submit(i, "pool_test", {}, {}, _call("mark", path=str(m)))
+        end = time.monotonic() + WAIT_S  # the parent is "decoding": no poll() until the work is done
+        while not all(m.exists() for m in marks) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert all(m.exists() for m in marks), "the worker did not serve its queue without the parent"
+        got = _drain(p, 4)
+        assert all(step.observation.content.count("marked") == 1 for step, _ in got.values())
 
 
 def test_killed_pipelined_worker_costs_only_its_running_request():

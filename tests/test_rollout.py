@@ -6,8 +6,6 @@ are exact texts, so tool calls, observations and rewards are known; one test run
 """
 from __future__ import annotations
 
-import os
-import signal
 from fractions import Fraction
 
 import jax
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 
 from vagent_jax.chat_template import render_chat, render_turn_suffix, stop_token_ids
-from vagent_jax.envs import Environment, EnvWorkerPool, Tool, bench_tool, get_env, register_env
+from vagent_jax.envs import EnvWorkerPool, bench_tool, get_env
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import init_params
@@ -24,36 +22,9 @@ from vagent_jax.rollout import RolloutRunner
 from vagent_jax.sampling.engine import DecodeEngine, EngineConfig, Trajectory, TurnEnd
 from vagent_jax.tokenizer_train import train_sentencepiece
 
+import rollout_fault_env  # noqa: F401  (registers rollout_fault_test in this process too)
+
 TEMPLATE = "chatml"
-
-
-def _boom() -> str:
-    raise RuntimeError("tool bug")
-
-
-def _die() -> str:
-    os.kill(os.getpid(), signal.SIGKILL)
-    return "never"
-
-
-@register_env("rollout_fault_test")
-class FaultEnv(Environment):
-    """Answer <answer>ok</answer>; an `echo` tool that works, `boom` that raises, `die` that kills its worker."""
-
-    name = "rollout_fault_test"
-    max_turns = 3
-    verify_timeout_s = 1.0
-
-    def make_tools(self):
-        none = {"properties": {}}
-        return [Tool("echo", "", none, 1.0, lambda: "echoed"), Tool("boom", "", none, 1.0, _boom),
-                Tool("die", "", none, 1.0, _die)]
-
-    def prompt(self, task):
-        return f"task {task['k']}: say ok"
-
-    def verify(self, task, answer):
-        return answer == "ok", {}
 
 
 class ScriptedEngine:
@@ -124,7 +95,9 @@ def tok(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pool():
-    with EnvWorkerPool(2, env_modules=[__name__, bench_tool.MODULE], deadline_margin_s=10.0) as p:
+    # The workers import only light env modules: a request's deadline counts from when it reaches a worker,
+    # so a worker that first imports this test module (jax, the engine) can overrun it on a loaded machine.
+    with EnvWorkerPool(2, env_modules=["rollout_fault_env", bench_tool.MODULE], deadline_margin_s=10.0) as p:
         yield p
 
 

@@ -1,5 +1,5 @@
-"""`vagent sft`: runs end to end from a YAML config, resumes exactly after SIGKILL, stops on NaN streaks,
-rejects bad config keys, JSONL demonstrations with a malformed record, and unwritable output dirs."""
+"""`vagent sft`: runs end to end from a YAML config, resumes exactly after SIGKILL, stops on NaN streaks and
+on a full disk, rejects bad config keys, JSONL demonstrations with a malformed record, and unwritable output dirs."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,10 @@ import pytest
 from vagent_jax.cli import main
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.policy_dir import load_policy
+from vagent_jax.train.checkpoint import Checkpointer
 from vagent_jax.train.sft_run import batch_for_step
+
+from disk_fixtures import fill, small_disk
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16",
@@ -122,3 +125,41 @@ def test_direct_demo_fraction_out_of_range_names_the_key(tmp_path: Path, capsys:
     cfg.write_text(f"out_dir: {tmp_path / 'o'}\ndirect_demo_fraction: 1.0\n")
     assert main(["sft", str(cfg)]) == 2
     assert "direct_demo_fraction" in capsys.readouterr().err
+
+
+def test_full_disk_during_a_save_stops_the_run_and_keeps_the_previous_checkpoint(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint directory is a small tmpfs (root) that fills up right before the second save."""
+    out = tmp_path / "run"
+    ckdir = out / "checkpoints"
+    real_save, calls = Checkpointer.save, []
+
+    def save(self, step, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(step)
+        if len(calls) == 2:
+            self.wait_until_finished()  # step 2 is committed, then the disk is full
+            if mounted:
+                fill(ckdir)
+            else:
+                from orbax.checkpoint._src.path import atomicity
+
+                async def full(path_self, *a, **k):  # noqa: ANN001, ANN002, ANN003
+                    raise OSError(28, os.strerror(28), str(path_self.get()))
+
+                monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", full)
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(Checkpointer, "save", save)
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text("steps: 6\nsave_every: 2\noptimizer:\n  total_steps: 6\n  warmup_steps: 0\n")
+    with small_disk(ckdir, "32m") as mounted:
+        code = main(["sft", str(cfg), f"out_dir={out}", f"tasks.data_dir={tmp_path / 'data'}", *TINY])
+        err = capsys.readouterr().err
+        assert code == 3, err[-2000:]
+        assert (f"checkpoint step 4 could not be written to {ckdir.absolute()}: no space left on device; "
+                "the previous checkpoint (step 2) is intact") in err
+        # step 4's asynchronous write fails in the background; the next save (step 6) reports it and stops
+        assert calls == [2, 4, 6] and not (ckdir / "4").exists() and not (ckdir / "6").exists()
+        (ckdir / "filler").unlink(missing_ok=True)
+        params = _params(out)  # the newest checkpoint, step 2, loads
+        assert params and all(np.isfinite(p).all() for p in params)

@@ -1,7 +1,8 @@
 """The `vagent` command line. Sub-commands take a YAML config and `key=value` overrides.
 
 Exit status: 0 done, 2 a configuration or input error (the message names the key or file), 3 the run
-stopped itself (too many non-finite steps; the last good checkpoint is kept), 130 interrupted (a
+stopped itself (too many non-finite steps, or a checkpoint could not be written, e.g. a
+full disk; the last good checkpoint is kept), 130 interrupted (a
 resumable checkpoint was written; rerun with --resume).
 
 `vagent sft`, `vagent rl` and `vagent export` run multi-host with --coordinator HOST:PORT --num-processes N --process-id I

@@ -12,12 +12,20 @@ into `<step>.orbax-checkpoint-tmp*` and renames it to `<step>` only once every i
 object stores, where rename is not atomic, it instead writes `commit_success.txt` last); a directory
 without that final form is not a checkpoint, so a run killed mid-write resumes from the previous step.
 Retention keeps the last `keep_last` steps plus the `keep_best` best by a named metric.
+
+Crash consistency beyond the commit: restore_latest skips a committed step that cannot be read (a file
+cut short or flipped, a missing item), warns naming it, moves it aside to `<step>.unreadable` (so the
+resumed run can save that step again) and restores the one before. A save that fails to write (a full
+disk) raises CheckpointWriteError naming the step, the directory and the cause, at the next save or wait;
+the uncommitted step never replaces the previous one, which stays restorable.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -28,6 +36,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpoint_managers import preservation_policy as ocp_preservation
 
 from vagent_jax.config import config_scope, require
+from vagent_jax.train.run_common import RunStopped
 
 _STATE, _RNG, _EXTRA = "state", "rng", "extra"
 
@@ -53,6 +62,23 @@ class CheckpointOptions:
                 "must be a metric name or null")
         require(self.save_interval_steps >= 1, "save_interval_steps",
                 f"must be >= 1, got {self.save_interval_steps}")
+
+
+class CheckpointWriteError(RunStopped):
+    """A checkpoint could not be written (e.g. no space left): the run stops, the previous step is kept."""
+
+
+class UnreadableCheckpointWarning(UserWarning):
+    """restore_latest skipped a committed step it could not read and resumed from an older one."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """ENOSPC anywhere in the exception chain (tensorstore reports it as text in a ValueError)."""
+    while e is not None:
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class Restored(NamedTuple):
@@ -155,6 +181,9 @@ class Checkpointer:
         )
         self._manager = ocp.CheckpointManager(self.directory, options=manager_options,
                                               item_names=(_STATE, _RNG, _EXTRA))
+        self._writing: int | None = None  # the step an async save is writing, until it is waited for
+        self._last_saved: int | None = None  # the step of the newest save started
+        self._failed = False  # a CheckpointWriteError was raised: later errors of that save are not news
 
     def save(self, step: int, state: Any, rng: jax.Array, extra: dict[str, Any] | None = None,
              metrics: dict[str, float] | None = None, force: bool = False) -> bool:
@@ -179,7 +208,28 @@ class Checkpointer:
             _RNG: ocp.args.JsonSave(rng_to_json(rng)),
             _EXTRA: ocp.args.JsonSave(_json_checked(dict(extra or {}))),
         })
-        return bool(self._manager.save(step, args=args, metrics=metric_blob, force=force))
+        self.wait_until_finished()  # orbax waits for the previous save anyway: its failure is reported as its own
+        try:
+            saved = bool(self._manager.save(step, args=args, metrics=metric_blob, force=force))
+        except Exception as e:  # noqa: BLE001 (a synchronous save, or the host copy / directory creation)
+            raise self._write_failed(step, e) from e
+        self._writing = step if saved and self.options.async_save else None
+        self._last_saved = step if saved else self._last_saved
+        return saved
+
+    def _write_failed(self, step: int | None, e: BaseException) -> CheckpointWriteError:
+        """The error that stops a run whose save of `step` failed, naming the step, directory and cause."""
+        self._writing, self._failed = None, True
+        step = self._last_saved if step is None else step
+        cause = "no space left on device" if _is_disk_full(e) else f"{type(e).__name__}: {e}"
+        try:
+            earlier = [s for s in self.all_steps() if s != step]
+        except Exception:  # noqa: BLE001 (the listing itself may fail on a broken disk)
+            earlier = []
+        kept = (f"the previous checkpoint (step {earlier[-1]}) is intact" if earlier
+                else "there is no earlier checkpoint")
+        return CheckpointWriteError(f"checkpoint step {step} could not be written to {self.directory}: {cause}; "
+                                    f"{kept}; fix the cause and rerun with --resume")
 
     def _reload(self) -> None:
         """Re-read the directory. Retention deletes old steps in the async save's finalisation, so a listing
@@ -216,7 +266,7 @@ class Checkpointer:
         })
         try:
             out = self._manager.restore(step, args=args)
-        except (ValueError, KeyError, FileNotFoundError) as e:
+        except Exception as e:  # noqa: BLE001 (tensorstore reports a file cut short as a bare Exception)
             raise ValueError(f"cannot restore checkpoint {self.directory}/{step} into abstract_state: {e}") from e
         return Restored(step=int(step), state=out[_STATE], rng=rng_from_json(out[_RNG]), extra=dict(out[_EXTRA]))
 
@@ -235,18 +285,63 @@ class Checkpointer:
         return out[_STATE]["params"]
 
     def restore_latest(self, abstract_state: Any) -> Restored | None:
-        """Restore the newest complete checkpoint into `abstract_state`'s shardings; None when there is none."""
+        """Restore the newest readable checkpoint into `abstract_state`'s shardings; None when there is none.
+
+        Newer steps that fail to restore are skipped with an UnreadableCheckpointWarning naming them and
+        moved aside; when no step restores, the newest one's error is raised (e.g. a wrong abstract_state)."""
         self.wait_until_finished()
-        step = self.latest_step()
-        return None if step is None else self.restore(step, abstract_state)
+        failed: list[tuple[int, ValueError]] = []
+        for step in reversed(self.all_steps()):
+            try:
+                out = self.restore(step, abstract_state)
+            except ValueError as e:
+                failed.append((step, e))
+                continue
+            for bad, e in failed:
+                self._set_aside(bad, e, step)
+            return out
+        if failed:
+            raise failed[0][1]
+        return None
+
+    def _set_aside(self, step: int, e: BaseException, resumed: int) -> None:
+        """Warn about unreadable `step` and rename it `<step>.unreadable` so the run can save that step again."""
+        src = self.directory / str(step)
+        dst = self.directory / f"{step}.unreadable"
+        n = 1
+        while dst.exists():
+            n += 1
+            dst = self.directory / f"{step}.unreadable{n}"
+        if jax.process_index() == 0:
+            src.rename(dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"vagent-checkpoint-set-aside-{step}")
+        self._manager.reload()
+        warnings.warn(f"checkpoint {src} is unreadable and was skipped (moved to {dst.name}); resuming from step "
+                      f"{resumed}. Cause: {e}", UnreadableCheckpointWarning, stacklevel=3)
 
     def wait_until_finished(self) -> None:
-        """Block until the in-flight async save (if any) is committed."""
-        self._manager.wait_until_finished()
+        """Block until the in-flight async save (if any) is committed; CheckpointWriteError when it failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 (orbax re-raises the async writer's error here)
+            raise self._write_failed(self._writing, e) from e
+        self._writing = None
 
     def close(self) -> None:
-        """Finish pending saves and release orbax's threads."""
-        self._manager.close()
+        """Finish pending saves and release orbax's threads (CheckpointWriteError when the last save failed).
+
+        A failed save can fail in several of orbax's writer threads (array files, JSON items): once one
+        CheckpointWriteError was raised, the others' errors at close are the same fault and are dropped."""
+        try:
+            self.wait_until_finished()
+        finally:
+            try:
+                self._manager.close()
+            except Exception as e:  # noqa: BLE001
+                if not self._failed:
+                    raise self._write_failed(None, e) from e
 
     def __enter__(self) -> Checkpointer:
         return self
