@@ -25,6 +25,7 @@ _STATEMENT_RE = re.compile(
     r"(?:is\s*:?|:|=|would\s+be|will\s+be|should\s+be)")
 _HEDGES_RE = re.compile(r"(?i)^(?:(?:simply|just|exactly|therefore|thus|clearly|either|then)\b[\s,]*)+")
 _NEGATION_RE = re.compile(r"(?i)^(?:n't|not\b|never\b|no\s+longer\b)|^\\(?:text|mathrm)\{\s*not\b")
+_TRAILING_NEGATION_RE = re.compile(r"(?i),?\s+(?:and\s+|but\s+)?not\b")
 _ALTERNATIVE_RE = re.compile(r"\s*,?\s*(?:\\(?:text|mathrm|textrm)\s*\{\s*or\s*\}|\bor\b|\\lor\b|\\vee\b)\s*")
 _BOX_GAP_TOKENS_RE = re.compile(r"\\text\s*\{\s*(?:and|or|,)?\s*\}|\\quad|\\qquad|\\\\|\\,|\band\b|\bor\b"
                                 r"|[A-Za-z](?:_\{?\w+\}?)?\s*=|[\s,;$&.]")
@@ -169,6 +170,7 @@ def _from_statement(text: str) -> FinalAnswer | None:
     tail = _HEDGES_RE.sub("", _statement_tail(text, matches[-1].end()).strip().strip("*").strip())
     if not tail or _NEGATION_RE.search(tail):
         return None
+    tail = _TRAILING_NEGATION_RE.split(tail)[0]  # "4, not 3" asserts 4
     parts = split_alternatives(normalise(tail))
     if not all(is_expression(p) for p in parts):
         return None

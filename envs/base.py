@@ -178,7 +178,9 @@ class Environment:
             total += tool.timeout_s if tool is not None else 0.0
         return total
 
-    def _final_answer(self, text: str) -> str | None:
+    def final_answer(self, text: str) -> str | None:
+        """The final answer a turn asserts (None: none): the last <answer> block, or where `accept_boxed`
+        the last \\boxed{}. Math environments override this with the full math answer rules."""
         return extract_final_answer(text, accept_boxed=self.accept_boxed)
 
     def format_errors(self, msgs: Sequence[Message]) -> list[str]:
@@ -205,7 +207,7 @@ class Environment:
             raise ValueError(f"{self.name}.step: messages must end with an assistant turn")
         n_turns = sum(1 for m in msgs if m.role == "assistant")
         last = msgs[-1].content
-        answer = self._final_answer(last)
+        answer = self.final_answer(last)
         parsed: ToolCallParse = parse_tool_calls(last) if self.tools else ToolCallParse((), ())
         if answer is not None or not (parsed.calls or parsed.errors) or self.max_turns == 1:
             return self._finish(task, msgs, answer, n_turns)
