@@ -25,6 +25,7 @@ _NORMALISATION = NormalizationConfig(basic_latex=True, units=False, malformed_op
 _BIG_POWER_RE = re.compile(r"\^\s*\{?\s*\(?\s*(\d+)")
 _TOWER_RE = re.compile(r"\^\s*\{[^{}A-Za-z]*\^")
 MAX_EXPONENT_PRODUCT = 100_000
+_HEAVY_RE = re.compile(r"\\(?:binom|dbinom|tbinom|Gamma|prod|sum|int|iint|lim|operatorname)")
 _FACTORIAL_RE = re.compile(r"(\d+)\s*!")
 
 
@@ -37,6 +38,10 @@ def too_costly(latex: str) -> bool:
     if _TOWER_RE.search(latex):  # 2^{2^{100}}: a numeric power tower
         return True
     if any(int(m.group(1)) > 1000 for m in _FACTORIAL_RE.finditer(latex)):
+        return True
+    if re.search(r"[)}]\s*!", latex):  # (10^9)!: a factorial of a computed number
+        return True
+    if _HEAVY_RE.search(latex) and (re.search(r"\d{5}", latex) or "^" in latex):
         return True
     return len(re.findall(r"\^", latex)) > 12 or latex.count("{") > 60 or latex.count("!") > 4
 
