@@ -83,9 +83,10 @@ class Environment:
 
     Subclasses set `name`, `max_turns`, `tools` and implement `prompt(task)`, `verify(task, answer)`,
     `generate_tasks(n, seed, difficulty)` and `demonstration(task)`.
-    Episode rules: a turn with an answer (<answer>...</answer>, or \\boxed{...} where `accept_boxed`) ends
-    the episode and is verified; a turn with tool calls gets a "tool" observation unless the turn limit is
-    reached (then reward 0, error "max_turns"); a turn with neither ends the episode unanswered.
+    Episode rules: a turn with an answer (`final_answer`: <answer>...</answer>, or \\boxed{...} where
+    `accept_boxed`; math environments use the full math answer rules) ends the episode and is verified;
+    a turn with tool calls gets a "tool" observation unless the turn limit is reached (then reward 0,
+    error "max_turns"); a turn with neither ends the episode unanswered.
     A malformed tool call gets an observation describing the error and makes format_ok False at the end.
     A tool that raises or overruns its timeout ends the episode with reward 0 ("tool_error"/"timeout").
     """

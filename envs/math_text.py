@@ -33,7 +33,8 @@ _NOT_UNITS = {"and", "or", "not", "is", "if", "but", "because", "since", "so", "
               "minus", "times", "over", "maybe", "perhaps", "either", "neither", "nor", "the", "a", "an",
               "of", "to", "for", "when", "where", "which", "with", "without", "as", "at", "are", "be",
               "was", "it", "this", "that", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp",
-              "no", "none", "yes", "all", "any", "only", "also", "correct", "wrong", "answer", "solution",
+              "no", "none", "yes", "more", "less", "least", "most", "about", "approximately", "roughly",
+              "around", "under", "nearly", "almost", "exactly", "even", "odd", "else", "otherwise", "all", "any", "only", "also", "correct", "wrong", "answer", "solution",
               "sqrt", "pi", "infty", "percent", "infinity", "undefined", "i", "x", "y", "z", "n", "k", "t", "e"}
 _TEXT_UNIT_RE = re.compile(r"\\(?:text|mathrm|textrm|mbox|operatorname)\s*\{\s*([A-Za-z][A-Za-z./ ]*?)\s*\}"
                            r"(\s*\^\s*\{?\s*[23]\s*\}?)?\s*$")
@@ -87,7 +88,7 @@ def split_unit(value: str) -> tuple[str, str | None]:
     if m and m.start() > 0:
         return s[:m.start()].strip(), "degree"
     m = _TEXT_UNIT_RE.search(s)
-    if m and m.start() > 0 and m.group(1).strip().lower() not in _NOT_UNITS:
+    if m and m.start() > 0 and not set(m.group(1).lower().split()) & _NOT_UNITS:
         return s[:m.start()].strip(), _canonical_unit(m.group(1) + (m.group(2) or ""))
     core, word_unit = _split_word_unit(s)
     return core, word_unit or unit
