@@ -13,7 +13,7 @@ import re
 
 import sympy
 from latex2sympy2_extended import NormalizationConfig, latex2sympy
-from latex2sympy2_extended.latex2sympy2 import normalize_latex
+from latex2sympy2_extended.latex2sympy2 import ConversionConfig, normalize_latex
 from sympy import Basic, Eq, FiniteSet, Interval, MatrixBase, Tuple
 from sympy.core.relational import Relational
 from sympy.logic.boolalg import And, Or
@@ -22,6 +22,7 @@ from vagent_jax.envs.math_numbers import MAX_EXPONENT, decimals_to_fractions
 
 _NORMALISATION = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True,
                                      boxed="all", equations=False)
+_CONVERSION = ConversionConfig(lowercase_symbols=False)  # x and X are different variables
 _BIG_POWER_RE = re.compile(r"\^\s*\{?\s*\(?\s*(\d+)")
 _TOWER_RE = re.compile(r"\^\s*\{[^{}A-Za-z]*\^")
 MAX_EXPONENT_PRODUCT = 100_000
@@ -53,7 +54,7 @@ def to_sympy(latex: str) -> Basic | MatrixBase | None:
     text = decimals_to_fractions(latex)
     try:
         expr = latex2sympy(normalize_latex(text, _NORMALISATION), is_real=False, convert_degrees=False,
-                           normalization_config=None)
+                           normalization_config=None, conversion_config=_CONVERSION)
     except Exception:
         return None
     if not isinstance(expr, (Basic, MatrixBase)):

@@ -81,10 +81,13 @@ def _numbers_equal(a: Number, r: Number) -> bool:
 
 
 def _plain_text(s: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}", r"\1", s)).strip().lower()
+    """The text with \\text{}-like wrappers and spacing removed (case kept: x and X differ)."""
+    return re.sub(r"\s+", " ", re.sub(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}", r"\1", s)).strip()
 
 
 def _single_equal(a: _Value, r: _Value) -> bool:
+    if _plain_text(a.core) and _plain_text(a.core) == _plain_text(r.core):  # same text: same answer
+        return True
     rn = parse_number(r.core)
     gr = None if rn is not None else to_sympy(r.core)
     one_number = rn is not None or (isinstance(gr, sympy.Expr) and bool(gr.is_number))
@@ -95,7 +98,7 @@ def _single_equal(a: _Value, r: _Value) -> bool:
     if gr is None and rn is not None:
         gr = sympy.Rational(rn.value.numerator, rn.value.denominator)
     if ga is None or gr is None:
-        return bool(a.core) and _plain_text(a.core) == _plain_text(r.core)
+        return False
     return objects_equal(gr, ga)
 
 

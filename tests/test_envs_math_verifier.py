@@ -20,7 +20,7 @@ RULES = {  # issue 23 points 1 and 2: each rule has labelled cases of both verdi
     "exact_decimal", "repeating_decimal", "big_integer", "thousands", "e_notation", "unicode_minus", "percent",
     "mixed_number", "units", "intervals", "inequality_sets", "empty_set", "sets", "tuples", "equations", "complex",
     "delimiters", "simplest_fraction", "simplest_decimal", "simplest_radical", "simplest_arithmetic",
-    "simplest_symbolic_fraction", "simplest_elements",
+    "simplest_symbolic_fraction", "simplest_elements", "text_answers", "hostile",
 }
 
 
