@@ -83,9 +83,10 @@ class Environment:
 
     Subclasses set `name`, `max_turns`, `tools` and implement `prompt(task)`, `verify(task, answer)`,
     `generate_tasks(n, seed, difficulty)` and `demonstration(task)`.
-    Episode rules: a turn with an answer (<answer>...</answer>, or \\boxed{...} where `accept_boxed`) ends
-    the episode and is verified; a turn with tool calls gets a "tool" observation unless the turn limit is
-    reached (then reward 0, error "max_turns"); a turn with neither ends the episode unanswered.
+    Episode rules: a turn with an answer (`final_answer`: <answer>...</answer>, or \\boxed{...} where
+    `accept_boxed`; math environments use the full math answer rules) ends the episode and is verified;
+    a turn with tool calls gets a "tool" observation unless the turn limit is reached (then reward 0,
+    error "max_turns"); a turn with neither ends the episode unanswered.
     A malformed tool call gets an observation describing the error and makes format_ok False at the end.
     A tool that raises or overruns its timeout ends the episode with reward 0 ("tool_error"/"timeout").
     """
@@ -178,7 +179,9 @@ class Environment:
             total += tool.timeout_s if tool is not None else 0.0
         return total
 
-    def _final_answer(self, text: str) -> str | None:
+    def final_answer(self, text: str) -> str | None:
+        """The final answer a turn asserts (None: none): the last <answer> block, or where `accept_boxed`
+        the last \\boxed{}. Math environments override this with the full math answer rules."""
         return extract_final_answer(text, accept_boxed=self.accept_boxed)
 
     def format_errors(self, msgs: Sequence[Message]) -> list[str]:
@@ -205,7 +208,7 @@ class Environment:
             raise ValueError(f"{self.name}.step: messages must end with an assistant turn")
         n_turns = sum(1 for m in msgs if m.role == "assistant")
         last = msgs[-1].content
-        answer = self._final_answer(last)
+        answer = self.final_answer(last)
         parsed: ToolCallParse = parse_tool_calls(last) if self.tools else ToolCallParse((), ())
         if answer is not None or not (parsed.calls or parsed.errors) or self.max_turns == 1:
             return self._finish(task, msgs, answer, n_turns)

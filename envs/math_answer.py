@@ -1,13 +1,16 @@
-"""Math answer environment: one turn, answer in <answer> or \\boxed{}, verified with math-verify.
+"""Math answer environment: one turn, the final answer found by the math answer rules, verified exactly.
 
-Tasks carry a verification mode: "equivalent" accepts any equal form (1/2, 2/4, 0.5, \\frac{1}{2});
-"simplest" (the prompt asks for simplest form) also rejects unreduced fractions such as 2/4.
+The final answer is the last \\boxed{} or <answer>, else a statement ("The answer is 3/4."), else the
+whole turn when it is only an expression (envs/answer_extraction.py). Tasks carry a verification mode:
+"equivalent" accepts any equal form (1/2, 2/4, 0.5, \\frac{1}{2}); "simplest" (the prompt asks for
+simplest form) also rejects forms such as 2/4 or 0.5 (envs/math_verifier.py).
 """
 from __future__ import annotations
 
 from fractions import Fraction
 from typing import Any, Mapping
 
+from vagent_jax.envs.answer_extraction import extract_answer
 from vagent_jax.envs.arithmetic import check_gen_args, task_seed
 from vagent_jax.envs.base import Environment, Message
 from vagent_jax.envs.math_verifier import MODES, verify_math
@@ -35,6 +38,11 @@ class MathAnswerEnv(Environment):
     def prompt(self, task: Mapping[str, Any]) -> str:
         suffix = " Give the answer as a fraction in simplest form." if task["mode"] == "simplest" else ""
         return task["question"] + suffix
+
+    def final_answer(self, text: str) -> str | None:
+        """The math answer rules' final answer, as text that extracts back to the same values."""
+        found = extract_answer(text)
+        return None if found is None else found.text
 
     def verify(self, task: Mapping[str, Any], answer: str) -> tuple[bool, dict]:
         mode = task.get("mode", "equivalent")

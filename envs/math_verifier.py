@@ -1,110 +1,170 @@
-"""Math answer verification: light normalisation, then math-verify (parse + verify) for equivalence.
+"""Math answer verification: is a model response's final answer the reference answer, exactly?
 
 Modes:
-  "equivalent": the answer equals the reference mathematically (1/2 == 2/4 == 0.5 == \\frac{1}{2}).
-  "simplest":   equivalent, and no integer fraction in the answer is unreduced (2/4, 6/3, \\frac{3}{1}).
-Numbers are compared exactly where both sides are plain numbers, so 0.333 != 1/3 and 0.5000001 != 0.5
-(math-verify alone rounds floats to a few digits, which accepts such near misses).
+  "equivalent": the final answer (envs/answer_extraction.py) equals the reference mathematically:
+                1/2 == 2/4 == 0.5 == \\frac{1}{2}; 0.333 != 1/3; x = 3 == 3; {1,2} == {2,1}; (1,2) != (2,1).
+  "simplest":   equivalent, and every element of the answer is in simplest form (envs/math_simplest.py).
+Numbers are read exactly (envs/math_numbers.py), everything else is compared exactly by sympy
+(envs/math_compare.py); nothing is rounded. Units are split off first: a unit different from the
+reference's is wrong, a unit the reference lacks is ignored. docs/verifier.md states every rule.
+
+The verifier never raises on a response and never runs past TIMEOUT_S: the work runs in a helper thread
+that is interrupted (an asynchronous exception) when it overruns, in any thread of any process; an
+overrun or an error is a reject.
 """
 from __future__ import annotations
 
-import math
+import ctypes
 import re
-import signal
 import threading
-from fractions import Fraction
+from dataclasses import dataclass
+from typing import Callable
 
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+import sympy
+
+from vagent_jax.envs.answer_extraction import FinalAnswer, extract_answer
+from vagent_jax.envs.math_compare import elements_equal, is_inequality, objects_equal, as_real_set, to_sympy
+from vagent_jax.envs.math_numbers import Number, parse_number
+from vagent_jax.envs.math_simplest import simplest_form_problems
+from vagent_jax.envs.math_text import normalise, same_unit, split_unit
 
 MODES = ("equivalent", "simplest")
-
-_UNICODE = {"−": "-", "–": "-", "×": r"\times ", "÷": "/", "°": r"^\circ", "π": r"\pi", "∞": r"\infty"}
-_THOUSANDS_RE = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+)(?![\d,])")
-_NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
-_FRACTION_RE = re.compile(r"^([+-]?\d+)\s*/\s*([+-]?\d+)$")
-_FRAC_LITERAL_RE = re.compile(
-    r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(-?\d+)\s*\}"  # \frac{2}{4}
-    r"|\\[dt]?frac(\d)(\d)"  # \frac24
-    r"|(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])"  # 2/4
-)
-_MIXED_RE = re.compile(r"^([+-]?)(\d+)\s*\\[dt]?frac\s*\{(\d+)\}\s*\{(\d+)\}$")
+TIMEOUT_S = 5.0
 
 
-def normalise(text: str) -> str:
-    """Surface clean-up that math-verify does not do: unicode symbols, thousands commas, trailing dots."""
-    s = text.strip()
-    for a, b in _UNICODE.items():
-        s = s.replace(a, b)
-    s = s.replace("{,}", ",").replace("\\$", "")
-    s = s.strip().strip("$").strip()
-    if s.endswith(".") and not s.endswith(".."):
-        s = s[:-1].rstrip()
-    # "1,234,567" is one number unless the string is a list (then every comma group would be 3 digits)
-    s = _THOUSANDS_RE.sub(lambda m: m.group(1).replace(",", ""), s)
-    s = re.sub(r"^([+-])\s+(?=\d)", r"\1", s)
-    return s
+class VerifierTimeout(Exception):
+    """Raised inside the helper thread of a verification that ran past its time."""
 
 
-def exact_number(text: str) -> Fraction | None:
-    """The exact value of a plain numeric string (int, decimal, scientific, a/b), else None."""
-    s = text.replace(" ", "")
-    if s.startswith("--"):
-        s = s[2:]
-    if _NUMBER_RE.match(s):
-        return Fraction(s)
-    m = _FRACTION_RE.match(s)
-    if m and int(m.group(2)) != 0:
-        return Fraction(int(m.group(1)), int(m.group(2)))
-    mm = _MIXED_RE.match(text.replace(" ", ""))
-    if mm and int(mm.group(4)) != 0:
-        value = int(mm.group(2)) + Fraction(int(mm.group(3)), int(mm.group(4)))
-        return -value if mm.group(1) == "-" else value
-    return None
+def run_bounded(fn: Callable[[], bool], timeout_s: float) -> bool:
+    """fn() in a helper thread, False when it raises or runs past `timeout_s` (it is then interrupted).
+
+    Works off the main thread too (no SIGALRM needed); a caller's own alarm still interrupts the wait."""
+    result: list[bool] = []
+
+    def target() -> None:
+        try:
+            result.append(bool(fn()))
+        except BaseException:  # a verifier fault or our interrupt: reject
+            result.append(False)
+
+    worker = threading.Thread(target=target, name="math-verifier", daemon=True)
+    worker.start()
+    try:
+        worker.join(timeout_s)
+    finally:
+        if worker.is_alive():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident),
+                                                       ctypes.py_object(VerifierTimeout))
+    return bool(result and result[0]) and not worker.is_alive()
 
 
-TIMEOUT_S = 5
+@dataclass(frozen=True)
+class _Value:
+    core: str  # the expression, unit removed
+    unit: str | None
+
+    @staticmethod
+    def of(text: str) -> "_Value":
+        core, unit = split_unit(normalise(text))
+        return _Value(core, unit)
 
 
-def _timeout() -> int | None:
-    """math-verify's own SIGALRM timeout, used only on the main thread and when no outer timer is armed
-    (its alarm would replace the caller's, e.g. the environment's verify timeout); else the caller bounds time."""
-    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0] > 0:
-        return None
-    return TIMEOUT_S
+def _numbers_equal(a: Number, r: Number) -> bool:
+    """Exact; a percentage also matches its bare number when the other side is not a percentage."""
+    if a.value == r.value:
+        return True
+    if a.percent != r.percent:
+        pct, bare = (a, r) if a.percent else (r, a)
+        return pct.value * 100 == bare.value
+    return False
 
 
-def _parse(text: str) -> list:
-    configs = [LatexExtractionConfig(), ExprExtractionConfig()]
-    body = text if ("\\boxed" in text or "$" in text) else f"${text}$"
-    return parse(body, extraction_config=configs, parsing_timeout=_timeout())
+def _plain_text(s: str) -> str:
+    """The text with \\text{}-like wrappers and spacing removed (case kept: x and X differ)."""
+    return re.sub(r"\s+", " ", re.sub(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}", r"\1", s)).strip()
 
 
-def unreduced_fractions(text: str) -> list[str]:
-    """Integer fractions written in `text` that are not in lowest terms (or have denominator 1)."""
-    bad = []
-    for m in _FRAC_LITERAL_RE.finditer(text):
-        groups = [g for g in m.groups() if g is not None]
-        p, q = int(groups[0]), int(groups[1])
-        if q == 0 or abs(q) == 1 or math.gcd(p, q) != 1:
-            bad.append(m.group(0))
-    return bad
+def _single_equal(a: _Value, r: _Value) -> bool:
+    if _plain_text(a.core) and _plain_text(a.core) == _plain_text(r.core):  # same text: same answer
+        return True
+    rn = parse_number(r.core)
+    gr = None if rn is not None else to_sympy(r.core)
+    one_number = rn is not None or (isinstance(gr, sympy.Expr) and bool(gr.is_number))
+    an = parse_number(a.core, thousands=one_number)
+    if an is not None and rn is not None:
+        return _numbers_equal(an, rn)
+    ga = sympy.Rational(an.value.numerator, an.value.denominator) if an is not None else to_sympy(a.core)
+    if gr is None and rn is not None:
+        gr = sympy.Rational(rn.value.numerator, rn.value.denominator)
+    if ga is None or gr is None:
+        return False
+    return objects_equal(gr, ga)
 
 
-def verify_math(answer: str, reference: str, mode: str = "equivalent") -> bool:
-    """True when `answer` matches `reference` under `mode` (see module docstring)."""
+def _set_elements(values: list[_Value]) -> list | None:
+    """The elements a list of values asserts: `x = 3 or x = -3` -> [3, -3]; `x<1 or x>2` -> one union."""
+    objs = []
+    for v in values:
+        n = parse_number(v.core, thousands=False)
+        obj = sympy.Rational(n.value.numerator, n.value.denominator) if n is not None else to_sympy(v.core)
+        if obj is None:
+            return None
+        objs.append(obj)
+    if all(is_inequality(o) for o in objs):
+        sets = [as_real_set(o) for o in objs]
+        return None if any(s is None for s in sets) else [sympy.Union(*sets)]
+    out: list = []
+    for o in objs:
+        if isinstance(o, sympy.Eq) and isinstance(o.lhs, sympy.Symbol):
+            o = o.rhs
+        for x in (list(o) if isinstance(o, sympy.FiniteSet) else [o]):
+            if not any(objects_equal(x, y) for y in out):
+                out.append(x)
+    return out
+
+
+def _set_equal(answer: list[_Value], reference: list[_Value]) -> bool:
+    a, r = _set_elements(answer), _set_elements(reference)
+    if a is None or r is None:
+        return False
+    if len(a) == 1 and len(r) == 1:
+        return objects_equal(r[0], a[0])
+    return elements_equal(a, r)
+
+
+def _matches(final: FinalAnswer, ref: FinalAnswer, mode: str, reference: str) -> bool:
+    answer = [_Value.of(v) for v in final.values]
+    refs = [_Value.of(v) for v in ref.values]
+    ref_unit = refs[0].unit if len(refs) == 1 else None
+    if any(not v.core for v in answer) or not all(same_unit(v.unit, ref_unit) for v in answer):
+        return False
+    if len(answer) == 1 and len(refs) == 1:
+        ok = _single_equal(answer[0], refs[0])
+    else:
+        ok = _set_equal(answer, refs)
+    if not ok or mode == "equivalent":
+        return ok
+    ref_decimal = bool(re.search(r"\d*\.\d|\\overline", reference))
+    ref_percent = "%" in reference or "percent" in reference
+    return not any(simplest_form_problems(v.core, ref_decimal, ref_percent) for v in answer)
+
+
+def _verify(answer: str, reference: str, mode: str) -> bool:
+    final = extract_answer(answer)
+    if final is None:
+        return False
+    ref = extract_answer(reference) or FinalAnswer((normalise(reference),), "reference")
+    return _matches(final, ref, mode, reference)
+
+
+def verify_math(answer: str, reference: str, mode: str = "equivalent", timeout_s: float = TIMEOUT_S) -> bool:
+    """True when the final answer of the response `answer` matches `reference` under `mode`.
+
+    A bad `mode` or non-string arguments are the caller's bug and raise; anything about the response
+    itself (unparsable, hostile, too slow to check) is a reject."""
     if mode not in MODES:
         raise ValueError(f"math verifier mode: {mode!r} is not one of {MODES}")
     if not isinstance(answer, str) or not isinstance(reference, str):
         raise ValueError("verify_math: answer and reference must be strings")
-    a, r = normalise(answer), normalise(reference)
-    if not a:
-        return False
-    if mode == "simplest" and unreduced_fractions(a):
-        return False
-    xa, xr = exact_number(a), exact_number(r)
-    if xa is not None and xr is not None:
-        return xa == xr
-    gold, pred = _parse(r), _parse(a)
-    if not gold or not pred:
-        return False
-    return bool(verify(gold, pred, timeout_seconds=_timeout()))
+    return run_bounded(lambda: _verify(answer, reference, mode), timeout_s)

@@ -100,7 +100,7 @@ def test_math_answer_modes():
     loose = dict(simplest, mode="equivalent")
     assert "simplest form" in env.prompt(simplest)
     for text, ok_simplest, ok_loose in [(r"\boxed{\frac{1}{2}}", True, True), ("<answer>2/4</answer>", False, True),
-                                        (r"so \boxed{0.5}", True, True), (r"\boxed{\frac{1}{3}}", False, False)]:
+                                        (r"so \boxed{0.5}", False, True), (r"\boxed{\frac{1}{3}}", False, False)]:
         assert _final(env, simplest, text).reward.correct == ok_simplest, text
         assert _final(env, loose, text).reward.correct == ok_loose, text
 

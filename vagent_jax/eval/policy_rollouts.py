@@ -13,7 +13,6 @@ import numpy as np
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import config_scope, require
 from vagent_jax.envs import EnvWorkerPool, get_env
-from vagent_jax.envs.parsing import extract_final_answer
 from vagent_jax.eval.sample_metrics import EvalSample
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rollout import RolloutResult, RolloutRunner
@@ -129,21 +128,22 @@ def sample_rollouts(policy: Policy, tasks: Sequence[dict], env_name: str, engine
     return [results[i * k:(i + 1) * k] for i in range(len(tasks))]
 
 
-def final_answer(result: RolloutResult, accept_boxed: bool) -> str | None:
-    """The final answer of a rollout by the env's parser (last assistant turn), whitespace-stripped;
-    None when the trajectory was cut or gave no answer. Votes compare these strings exactly."""
+def final_answer(result: RolloutResult, answer_of: Callable[[str], str | None]) -> str | None:
+    """The final answer of a rollout by the env's own rule (`Environment.final_answer` of the last
+    assistant turn), whitespace-stripped; None when the trajectory was cut or gave no answer. Votes
+    compare these strings exactly."""
     if result.truncated:
         return None
     last = next((m.content for m in reversed(result.messages) if m.role == "assistant"), None)
-    ans = None if last is None else extract_final_answer(last, accept_boxed=accept_boxed)
+    ans = None if last is None else answer_of(last)
     return None if ans is None else " ".join(ans.split())
 
 
-def to_sample(result: RolloutResult, accept_boxed: bool) -> EvalSample:
+def to_sample(result: RolloutResult, answer_of: Callable[[str], str | None]) -> EvalSample:
     """The scored form of a rollout: answer, verifier label, confidences of the generated tokens."""
     traj = result.trajectory
     conf = np.asarray(traj.confidence, np.float64)[np.asarray(traj.gen_mask, bool)]
-    return EvalSample(final_answer(result, accept_boxed), bool(result.reward.correct), conf, traj.num_generated)
+    return EvalSample(final_answer(result, answer_of), bool(result.reward.correct), conf, traj.num_generated)
 
 
 def solution_text(result: RolloutResult) -> str:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def score_all(samples: list[list[EvalSample]], cfg: EvalConfig) -> list[dict[str
 
 
 def _live_online(policy: Any, tasks: list[dict], samples: list[list[EvalSample]], cfg: EvalConfig,
-                 accept_boxed: bool) -> list[dict[str, float]]:
+                 answer_of: Callable[[str], str | None]) -> list[dict[str, float]]:
     """Sample the later k - N_init traces again with each task's threshold in the engine."""
     w = cfg.deepconf.warmup
     thresholds = [online_threshold_of(s[:w], cfg.deepconf) for s in samples]
@@ -81,7 +81,7 @@ def _live_online(policy: Any, tasks: list[dict], samples: list[list[EvalSample]]
     out = []
     for s, rs in zip(samples, live):
         stopped = [r.trajectory.reason == "deepconf" for r in rs]
-        out.append(live_online_scores(s[:w], [to_sample(r, accept_boxed) for r in rs], stopped,
+        out.append(live_online_scores(s[:w], [to_sample(r, answer_of) for r in rs], stopped,
                                       sum(x.num_tokens for x in s), cfg.deepconf))
     return out
 
@@ -108,14 +108,14 @@ def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
     tasks = [dict(t) for t in eval_tasks(cfg.tasks, cfg.num_tasks)]
     check_tasks(tasks, cfg.tasks.env, str(source))
     policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
-    accept_boxed = get_env(cfg.tasks.env).accept_boxed
+    answer_of = get_env(cfg.tasks.env).final_answer
     t0 = time.perf_counter()
     results = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k, seed=cfg.seed,
                               env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules)
-    samples = [[to_sample(r, accept_boxed) for r in rs] for rs in results]
+    samples = [[to_sample(r, answer_of) for r in rs] for rs in results]
     per_task = score_all(samples, cfg)
     if cfg.deepconf.online and cfg.deepconf.online_live:
-        for row, extra in zip(per_task, _live_online(policy, tasks, samples, cfg, accept_boxed)):
+        for row, extra in zip(per_task, _live_online(policy, tasks, samples, cfg, answer_of)):
             row.update(extra)
     if cfg.genselect.enabled:
         for row, extra in zip(per_task, _genselect(policy, tasks, results, samples, cfg)):
