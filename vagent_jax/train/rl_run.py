@@ -31,7 +31,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vagent_jax.aot_inputs import abstract_params
