@@ -10,7 +10,6 @@ builds a tiny policy and runs the real loop: rollouts, env workers, updates, orb
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -27,7 +26,6 @@ from vagent_jax.train.checkpoint import Checkpointer
 from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.rl_run import RLConfig, RLTrainer, run_rl
-from vagent_jax.train.sft_run import SFTConfig, run_sft
 from vagent_jax.train.train_state import create_train_state, state_shardings
 
 TESTS = Path(__file__).resolve().parent
@@ -129,17 +127,9 @@ RL_BASE = COIN + ["tasks.num_tasks=8", "prompts_per_step=4", "group_size=2", "dy
 
 
 @pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Any small policy will do here: a few SFT steps on the coin fixture env."""
-    sys.path.insert(0, str(TESTS))
-    out = tmp_path_factory.mktemp("resume_sft")
-    cfg = load_config(SFTConfig, None, COIN + [
-        f"out_dir={out}", f"tasks.data_dir={out / 'data'}", "tasks.num_tasks=32", "steps=4", "batch_size=8",
-        "seq_len=96", "tokenizer.vocab_size=300", "model.vocab_size=320", "model.d_model=32", "model.n_layers=1",
-        "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16", "model.d_ff=64", "model.max_seq_len=128",
-        "optimizer.total_steps=4", "optimizer.warmup_steps=0", "num_devices=1", "save_every=4"])
-    run_sft(cfg)
-    return out
+def policy_dir(coin_policy_dir: Path) -> Path:
+    """Any small policy will do: conftest's coin SFT policy."""
+    return coin_policy_dir
 
 
 def _cfg(policy: Path, out: Path, *extra: str) -> RLConfig:

@@ -14,11 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from vagent_jax.config import load_config
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.checkpoint import Checkpointer
 from vagent_jax.train.policy_dir import load_policy
-from vagent_jax.train.sft_run import SFTConfig, run_sft
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -32,17 +30,9 @@ RUN_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
-def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Any small policy will do: a few SFT steps on the coin fixture env."""
-    sys.path.insert(0, str(TESTS))
-    out = tmp_path_factory.mktemp("kill_sft")
-    cfg = load_config(SFTConfig, None, COIN + [
-        f"out_dir={out}", f"tasks.data_dir={out / 'data'}", "tasks.num_tasks=32", "steps=4", "batch_size=8",
-        "seq_len=96", "tokenizer.vocab_size=300", "model.vocab_size=320", "model.d_model=32", "model.n_layers=1",
-        "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16", "model.d_ff=64", "model.max_seq_len=128",
-        "optimizer.total_steps=4", "optimizer.warmup_steps=0", "num_devices=1", "save_every=4"])
-    run_sft(cfg)
-    return out
+def policy_dir(coin_policy_dir: Path) -> Path:
+    """Any small policy will do: conftest's coin SFT policy."""
+    return coin_policy_dir
 
 
 def _env() -> dict[str, str]:

@@ -49,7 +49,7 @@ def _cfg(tmp_path: Path, name: str, extra: list[str]) -> SFTConfig:
 
 
 def _scripted(rates: dict[int, float], calls: list[int]):
-    def fake(params, step, like, tasks, env, cfg, seed, env_modules=()):
+    def fake(params, step, like, tasks, env, cfg, seed, env_modules=(), env_kwargs=None):
         calls.append(step)
         assert len(tasks) == cfg.tasks and like.model.d_model == 32
         return rates[step]

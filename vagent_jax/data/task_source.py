@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from vagent_jax.config import require
+from vagent_jax.config import ConfigError, config_scope, require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
 from vagent_jax.data.task_pipeline import Task, TaskIterator, task_iterator
 from vagent_jax.data.tfds_tasks import build_generated_tasks, load_generated_tasks
@@ -34,6 +34,8 @@ class TaskConfig:
 
     env: str = "calculator"
     env_modules: tuple[str, ...] = ()  # modules whose import registers extra environments (plugins)
+    # keyword arguments of the environment's constructor, e.g. {allow_unisolated: true} for `python`
+    env_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: Literal["generated", "jsonl"] = "generated"
     num_tasks: int = 2000  # generated: training tasks
     eval_tasks: int = 128  # generated: held-out tasks (a disjoint seed)
@@ -55,6 +57,11 @@ class TaskConfig:
         except ImportError as e:
             require(False, "env_modules", str(e))
         require(self.env in env_names(), "env", f"{self.env!r} is not one of {env_names()}")
+        try:  # the environment is built once here, so bad arguments (or a refusal) stop the load
+            with config_scope("env_args"):
+                make_env(self)
+        except TypeError as e:
+            raise ConfigError.at("env_args", str(e)) from None
         require(self.source in ("generated", "jsonl"), "source",
                 f"{self.source!r} is not one of ('generated', 'jsonl')")
         if self.source == "generated":
@@ -67,11 +74,18 @@ class TaskConfig:
         require(self.shards >= 0, "shards", f"must be >= 0 (0 = one per process), got {self.shards}")
 
 
-@functools.lru_cache(maxsize=16)
-def _generated(env: str, difficulty: int, n: int, seed: int, data_dir: str) -> Any:
+def make_env(cfg: TaskConfig) -> Any:
+    """The run's environment: `tasks.env` built with `tasks.env_args`."""
     from vagent_jax.envs import get_env
 
-    generator = get_env(env)
+    return get_env(cfg.env, **cfg.env_args)
+
+
+@functools.lru_cache(maxsize=16)
+def _generated(env: str, difficulty: int, n: int, seed: int, data_dir: str, env_args_json: str = "{}") -> Any:
+    from vagent_jax.envs import get_env
+
+    generator = get_env(env, **json.loads(env_args_json))
     # the build directory is keyed by a fingerprint of the generator's output too, so a changed generator
     # builds a new dataset instead of silently reusing tasks of the old one
     probe = json.dumps(generator.generate_tasks(4, seed, difficulty), sort_keys=True)
@@ -87,7 +101,8 @@ def train_tasks(cfg: TaskConfig) -> Sequence[dict]:
     """The training task source (len + integer indexing), built on first use for generated tasks."""
     if cfg.source == "jsonl":
         return read_jsonl_tasks(cfg.path)  # type: ignore[arg-type]
-    return _generated(cfg.env, cfg.difficulty, cfg.num_tasks, cfg.seed, str(Path(cfg.data_dir).absolute()))
+    return _generated(cfg.env, cfg.difficulty, cfg.num_tasks, cfg.seed, str(Path(cfg.data_dir).absolute()),
+                      json.dumps(cfg.env_args, sort_keys=True))
 
 
 def eval_tasks(cfg: TaskConfig, n: int | None = None) -> list[dict]:
@@ -97,12 +112,10 @@ def eval_tasks(cfg: TaskConfig, n: int | None = None) -> list[dict]:
             raise ValueError("tasks.eval_path: evaluation on a JSONL task set needs a held-out JSONL file")
         tasks = read_jsonl_tasks(cfg.eval_path)
         return tasks if n is None else tasks[:n]
-    from vagent_jax.envs import get_env
-
     count = cfg.eval_tasks if n is None else n
     if count <= 0:
         raise ValueError("tasks.eval_tasks: no held-out tasks configured (set it > 0)")
-    return get_env(cfg.env).generate_tasks(count, cfg.seed + EVAL_SEED_OFFSET, cfg.difficulty)
+    return make_env(cfg).generate_tasks(count, cfg.seed + EVAL_SEED_OFFSET, cfg.difficulty)
 
 
 def train_iterator(cfg: TaskConfig, seed: int | None = None) -> TaskIterator:

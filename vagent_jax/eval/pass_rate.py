@@ -15,9 +15,10 @@ from vagent_jax.train.rollout_metrics import rollout_metrics
 
 
 def policy_pass_rate(policy: Policy, tasks: Sequence[dict], env: str, engine: EngineConfig, *, seed: int = 0,
-                     env_workers: int = 2, env_modules: Sequence[str] = ()) -> tuple[dict[str, Any], list[RolloutResult]]:
+                     env_workers: int = 2, env_modules: Sequence[str] = (),
+                     env_kwargs: dict | None = None) -> tuple[dict[str, Any], list[RolloutResult]]:
     """One sample per task; returns ({pass_rate, pass_rate_95ci, n, rollout metrics...}, results)."""
-    groups = sample_rollouts(policy, tasks, env, engine, 1, seed=seed, env_workers=env_workers,
+    groups = sample_rollouts(policy, tasks, env, engine, 1, seed=seed, env_workers=env_workers, env_kwargs=env_kwargs,
                              env_modules=env_modules)
     results = [g[0] for g in groups]
     correct = int(np.sum([r.reward.correct for r in results]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -50,12 +50,13 @@ def load_checked_policy(checkpoint_dir: str | Path, mesh: MeshConfig, num_device
     return policy
 
 
-def check_tasks(tasks: Sequence[dict], env_name: str, source: str) -> None:
+def check_tasks(tasks: Sequence[dict], env_name: str, source: str,
+                env_kwargs: Mapping[str, Any] | None = None) -> None:
     """Every task must render a prompt and reach the verifier in `env_name`; a malformed record stops the
     run here (naming `source` and the record number) instead of costing trajectories later."""
     if len(tasks) == 0:
         raise ValueError(f"{source}: no tasks to evaluate")
-    env = get_env(env_name)
+    env = get_env(env_name, **(env_kwargs or {}))
     for i, task in enumerate(tasks):
         try:
             if not isinstance(task, dict):
@@ -111,7 +112,8 @@ def task_index_of(request_id: Any) -> int:
 
 def sample_rollouts(policy: Policy, tasks: Sequence[dict], env_name: str, engine: EngineConfig, k: int, *,
                     seed: int, env_workers: int, env_modules: Sequence[str] = (),
-                    thresholds: Sequence[float] | None = None) -> list[list[RolloutResult]]:
+                    thresholds: Sequence[float] | None = None,
+                    env_kwargs: Mapping[str, Any] | None = None) -> list[list[RolloutResult]]:
     """k rollouts of every task, grouped per task in sample order. thresholds[i]: the DeepConf online
     threshold of task i's traces (the engine stops a trace whose window confidence falls below it)."""
     eng = DecodeEngine(policy.params, policy.model, engine, stop_token_ids(policy.template, policy.tokenizer),
@@ -122,7 +124,8 @@ def sample_rollouts(policy: Policy, tasks: Sequence[dict], env_name: str, engine
             raise ValueError(f"sample_rollouts: {len(thresholds)} thresholds for {len(tasks)} tasks")
         runner_engine = ThresholdEngine(eng, lambda rid: float(thresholds[task_index_of(rid)]))
     with EnvWorkerPool(num_workers=env_workers, env_modules=env_modules) as pool:
-        results = RolloutRunner(runner_engine, policy.tokenizer, policy.template, pool, env_name).run(list(tasks), k)
+        runner = RolloutRunner(runner_engine, policy.tokenizer, policy.template, pool, env_name, env_kwargs)
+        results = runner.run(list(tasks), k)
     if len(results) != len(tasks) * k:
         raise RuntimeError(f"rollout returned {len(results)} results for {len(tasks)} tasks x {k} samples")
     return [results[i * k:(i + 1) * k] for i in range(len(tasks))]

@@ -19,8 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vagent_jax.config import config_scope, require
-from vagent_jax.data.task_source import TaskConfig, eval_tasks
-from vagent_jax.envs import get_env
+from vagent_jax.data.task_source import TaskConfig, eval_tasks, make_env
 from vagent_jax.eval.genselect_policy import GenSelectSettings, PolicyJudge, genselect_rounds
 from vagent_jax.eval.policy_rollouts import (check_out_file, check_tasks, load_checked_policy, sample_rollouts,
                                              solution_text, to_sample)
@@ -77,7 +76,8 @@ def _live_online(policy: Any, tasks: list[dict], samples: list[list[EvalSample]]
     thresholds = [online_threshold_of(s[:w], cfg.deepconf) for s in samples]
     engine = dataclasses.replace(cfg.engine, deepconf_window=cfg.deepconf.window)
     live = sample_rollouts(policy, tasks, cfg.tasks.env, engine, cfg.k - w, seed=cfg.seed + 1,
-                           env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules, thresholds=thresholds)
+                           env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules, thresholds=thresholds,
+                           env_kwargs=cfg.tasks.env_args)
     out = []
     for s, rs in zip(samples, live):
         stopped = [r.trajectory.reason == "deepconf" for r in rs]
@@ -89,7 +89,7 @@ def _live_online(policy: Any, tasks: list[dict], samples: list[list[EvalSample]]
 def _genselect(policy: Any, tasks: list[dict], results: list[list[Any]], samples: list[list[EvalSample]],
                cfg: EvalConfig) -> list[dict[str, float]]:
     """GenSelect@k per task: the policy picks among its own k solutions (label of the voted answer)."""
-    env = get_env(cfg.tasks.env)
+    env = make_env(cfg.tasks)
     judge = PolicyJudge(policy, cfg.engine, cfg.genselect, cfg.seed)
     problems = [next(m.content for m in env.initial_messages(t) if m.role == "user") for t in tasks]
     sols = [[solution_text(r) for r in rs] for rs in results]
@@ -106,12 +106,13 @@ def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
     out = check_out_file(cfg.out, "out")
     source = cfg.tasks.eval_path if cfg.tasks.source == "jsonl" else f"generated {cfg.tasks.env} held-out tasks"
     tasks = [dict(t) for t in eval_tasks(cfg.tasks, cfg.num_tasks)]
-    check_tasks(tasks, cfg.tasks.env, str(source))
+    check_tasks(tasks, cfg.tasks.env, str(source), cfg.tasks.env_args)
     policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
-    answer_of = get_env(cfg.tasks.env).final_answer
+    answer_of = make_env(cfg.tasks).final_answer
     t0 = time.perf_counter()
     results = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k, seed=cfg.seed,
-                              env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules)
+                              env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules,
+                              env_kwargs=cfg.tasks.env_args)
     samples = [[to_sample(r, answer_of) for r in rs] for rs in results]
     per_task = score_all(samples, cfg)
     if cfg.deepconf.online and cfg.deepconf.online_live:

@@ -31,14 +31,13 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vagent_jax.aot_inputs import abstract_params
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import config_scope, require
-from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, train_tasks
-from vagent_jax.envs import EnvWorkerPool, get_env
+from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, make_env, train_tasks
+from vagent_jax.envs import EnvWorkerPool
 from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.rl.advantages import ADVANTAGES
 from vagent_jax.rl.curriculum import Curriculum, CurriculumConfig
@@ -169,7 +168,7 @@ class RLTrainer:
         self.guard = BadStepGuard(cfg.max_bad_steps, streak)
         self.last_scalars: dict[str, float] = {}
         self.rows = cfg.prompts_per_step * cfg.group_size
-        env_turns = get_env(cfg.tasks.env).max_turns
+        env_turns = make_env(cfg.tasks).max_turns
         self.l_max = cfg.max_response_tokens or generation_budget(cfg.engine.max_new_tokens, env_turns,
                                                                   cfg.engine.max_len)
         temperature = cfg.engine.sampling.temperature
@@ -211,7 +210,8 @@ class RLTrainer:
         engine = self.engine
         engine.set_params(self.state.params)  # the updated params, used where they lie (no gather)
         engine.reset(seed=cfg.seed * 1_000_003 + step)
-        runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, lockstep=cfg.rollout_lockstep)
+        runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, cfg.tasks.env_args,
+                               lockstep=cfg.rollout_lockstep)
         kept: list = []
         kept_r: list = []
         every: list = []

@@ -26,7 +26,7 @@ from vagent_jax.aot_inputs import abstract_params
 from vagent_jax.chat_template import render_chat
 from vagent_jax.config import require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
-from vagent_jax.data.task_source import TaskConfig, train_tasks
+from vagent_jax.data.task_source import TaskConfig, make_env, train_tasks
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.tokenizer import Tokenizer, check_vocab_fits, load_tokenizer
@@ -117,9 +117,7 @@ class SFTConfig:
 def demo_conversations(cfg: SFTConfig) -> list[list[dict[str, str]]]:
     """The demonstration chats: env solutions of the training tasks, or the JSONL file's `messages`."""
     if cfg.demos == "env":
-        from vagent_jax.envs import get_env
-
-        env = get_env(cfg.tasks.env)
+        env = make_env(cfg.tasks)
         source = train_tasks(cfg.tasks)
         direct = np.random.default_rng([cfg.seed, 7]).random(len(source)) < cfg.direct_demo_fraction
         n_demo = len(source) - (cfg.validation.tasks if cfg.validation.every else 0)  # the rest: validation_tasks
@@ -200,7 +198,8 @@ def _validator(cfg: SFTConfig, out: Path, model_cfg: ModelConfig, template: str,
     tasks = validation_tasks(cfg)
     like = Policy(model_cfg, tok, template, None, 0, out, tok_path)
     return lambda params, step: validation_pass_rate(params, step, like, tasks, cfg.tasks.env, cfg.validation,
-                                                     seed=cfg.seed + 11, env_modules=cfg.tasks.env_modules)
+                                                     seed=cfg.seed + 11, env_modules=cfg.tasks.env_modules,
+                                                     env_kwargs=cfg.tasks.env_args)
 
 
 def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:

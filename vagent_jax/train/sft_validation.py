@@ -58,13 +58,13 @@ def should_stop(curve: Sequence[ValidationPoint], cfg: SFTValidationConfig) -> b
 
 
 def validation_pass_rate(params: Any, step: int, policy_like: Any, tasks: Sequence[dict], env: str, cfg: SFTValidationConfig,
-                         seed: int, env_modules: Sequence[str] = ()) -> float:
+                         seed: int, env_modules: Sequence[str] = (), env_kwargs: dict | None = None) -> float:
     """pass@1 (one sample per task) of `params` on the validation tasks through the real engine and env."""
     from vagent_jax.eval.pass_rate import policy_pass_rate
 
     policy = dataclasses.replace(policy_like, params=params, step=step)
     metrics, _ = policy_pass_rate(policy, tasks, env, cfg.engine, seed=seed, env_workers=cfg.env_workers,
-                                  env_modules=env_modules)
+                                  env_modules=env_modules, env_kwargs=env_kwargs)
     return float(metrics["pass_rate"])
 
 
