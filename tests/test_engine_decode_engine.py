@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from vagent_jax.config import ConfigError
+from vagent_jax.engine import DecodeEngine, DecodeState, EngineConfig, SamplingConfig, StopReason, reachable_programs
+from vagent_jax.engine import programs as engine_programs
 from vagent_jax.eval.deepconf import group_confidences, stop_position, trace_score
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import forward, init_params
-from vagent_jax.engine import DecodeEngine, DecodeState, EngineConfig, SamplingConfig, StopReason, reachable_programs
-from vagent_jax.engine import programs as engine_programs
 
 # init_std 0.5 makes logits peaked, so greedy argmax never sits on a near-tie between cached and full forward.
 # Untied embeddings: a NaN embedding row poisons only the rows that read that token. Engines share compiled

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import init_params
 from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.engine.programs import mesh_programs
+from vagent_jax.models.config import ModelConfig
+from vagent_jax.models.transformer import init_params
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.train_state import param_shardings
 
