@@ -37,7 +37,7 @@ def make_tiny_policy(run_dir: Path, step: int = 3) -> ModelConfig:
     mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
     state = create_train_state(model, opt, mesh, jax.random.key(0))
     with Checkpointer(run_dir / CHECKPOINT_DIR, CheckpointOptions(async_save=False)) as ckpt:
-        ckpt.save(step, state, jax.random.key(0), extra={"stage": "test"}, force=True)
+        ckpt.save(step, state, extra={"stage": "test"}, force=True)
         ckpt.wait_until_finished()
     return model
 

@@ -120,7 +120,7 @@ def _make_run(run: Path, model, sp_tokenizer, seed: int = 3):
     state = create_train_state(model, OptimizerConfig(), mesh, jax.random.key(seed))
     write_policy_meta(run, model, OptimizerConfig(), "chatml", tok_dir)
     with Checkpointer(run / "checkpoints") as ckpt:
-        ckpt.save(1, state, jax.random.key(0), force=True)
+        ckpt.save(1, state, force=True)
     return run, tok, model, state.params
 
 

@@ -171,7 +171,7 @@ def test_run_dir_restores_params_only(tmp_path: Path, monkeypatch: pytest.Monkey
     make_hf_tokenizer(tok_dir)
     policy_dir.write_policy_meta(tmp_path / "run", model, OptimizerConfig(), "chatml", tok_dir)
     with Checkpointer(tmp_path / "run" / "checkpoints") as ckpt:
-        ckpt.save(7, state, jax.random.key(0), force=True)
+        ckpt.save(7, state, force=True)
     seen = []
     restore = Checkpointer.restore_params
     monkeypatch.setattr(Checkpointer, "restore", lambda *a, **k: pytest.fail("the whole train state was restored"))

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from vagent_jax.config import ConfigError, from_dict
-from vagent_jax.train.checkpoint import (CheckpointOptions, Checkpointer, abstract_of, rng_from_json,
-                                         rng_to_json)
+from vagent_jax.train.checkpoint import CheckpointOptions, Checkpointer, abstract_of
 
 
 def _state(seed: int) -> dict:
@@ -36,34 +35,20 @@ def _assert_bitwise_equal(a, b) -> None:
         assert x.tobytes() == y.tobytes()
 
 
-def test_roundtrip_is_bitwise_and_keeps_rng_and_extra(tmp_path: Path) -> None:
+def test_roundtrip_is_bitwise_and_keeps_extra(tmp_path: Path) -> None:
     state = _state(7)
-    key = jax.random.fold_in(jax.random.key(11), 3)
     extra = {"data_iter": {"next_index": 42, "epoch": 1}, "counters": {"tokens": 12345},
              "config": {"rl": {"eps_low": 0.2}}}
     with Checkpointer(tmp_path / "ck") as ck:
         assert ck.restore_latest(abstract_of(state)) is None
-        assert ck.save(7, state, key, extra)
+        assert ck.save(7, state, extra)
         ck.wait_until_finished()
         out = ck.restore_latest(abstract_of(state))
     assert out is not None and out.step == 7
     _assert_bitwise_equal(out.state, state)
     assert out.state["params"]["e"].dtype == jnp.bfloat16
     assert out.extra == extra
-    np.testing.assert_array_equal(jax.random.key_data(out.rng), jax.random.key_data(key))
-    # The restored key draws the same numbers.
-    np.testing.assert_array_equal(jax.random.uniform(out.rng, (4,)), jax.random.uniform(key, (4,)))
-
-
-def test_rng_json_handles_raw_and_batched_keys() -> None:
-    raw = jax.random.PRNGKey(5)
-    back = rng_from_json(rng_to_json(raw))
-    assert back.dtype == jnp.uint32
-    np.testing.assert_array_equal(back, raw)
-    keys = jax.random.split(jax.random.key(1), 3)
-    back = rng_from_json(rng_to_json(keys))
-    assert back.shape == (3,)
-    np.testing.assert_array_equal(jax.random.key_data(back), jax.random.key_data(keys))
+    assert sorted(p.name for p in (tmp_path / "ck" / "7").iterdir() if p.is_dir()) == ["extra", "state"]
 
 
 def test_retention_keeps_last_n_plus_best(tmp_path: Path) -> None:
@@ -71,20 +56,20 @@ def test_retention_keeps_last_n_plus_best(tmp_path: Path) -> None:
     opts = CheckpointOptions(keep_last=2, best_metric="pass_rate", best_mode="max", keep_best=1)
     with Checkpointer(tmp_path / "max", opts) as ck:
         for step, score in [(1, 0.2), (2, 0.9), (3, 0.1), (4, 0.3), (5, 0.4)]:
-            ck.save(step, state, jax.random.key(0), metrics={"pass_rate": score, "loss": 1.0})
+            ck.save(step, state, metrics={"pass_rate": score, "loss": 1.0})
         ck.wait_until_finished()
         assert ck.all_steps() == [2, 4, 5]
         assert ck.best_step() == 2
     opts = CheckpointOptions(keep_last=1, best_metric="loss", best_mode="min", keep_best=2)
     with Checkpointer(tmp_path / "min", opts) as ck:
         for step, loss in [(1, 0.5), (2, 0.9), (3, 0.1), (4, 0.7)]:
-            ck.save(step, state, jax.random.key(0), metrics={"loss": loss})
+            ck.save(step, state, metrics={"loss": loss})
         ck.wait_until_finished()
         assert ck.all_steps() == [1, 3, 4]
         assert ck.best_step() == 3
     with Checkpointer(tmp_path / "plain", CheckpointOptions(keep_last=2)) as ck:
         for step in range(4):
-            ck.save(step, state, jax.random.key(0))
+            ck.save(step, state)
         ck.wait_until_finished()
         assert ck.all_steps() == [2, 3]
 
@@ -95,7 +80,7 @@ def test_listing_that_meets_a_step_deleted_by_retention_waits_and_lists_again(tm
     exactly that, while the save is still in flight; the listing waits for it and returns what is on disk."""
     state = _state(2)
     with Checkpointer(tmp_path / "race", CheckpointOptions(keep_last=1)) as ck:
-        ck.save(1, state, jax.random.key(0))
+        ck.save(1, state)
         ck.wait_until_finished()
         real_reload, calls = ck._manager.reload, []
 
@@ -106,15 +91,15 @@ def test_listing_that_meets_a_step_deleted_by_retention_waits_and_lists_again(tm
             real_reload()
 
         ck._manager.reload = racing_reload  # type: ignore[method-assign]
-        ck.save(2, state, jax.random.key(0))  # async: step 1 is deleted when it commits
+        ck.save(2, state)  # async: step 1 is deleted when it commits
         assert ck.all_steps() == [2] and ck.latest_step() == 2 and len(calls) == 3
 
 
 def test_save_interval_skips_steps_unless_forced(tmp_path: Path) -> None:
     state = _state(2)
     with Checkpointer(tmp_path / "ck", CheckpointOptions(keep_last=10, save_interval_steps=3)) as ck:
-        saved = [ck.save(s, state, jax.random.key(0)) for s in range(1, 7)]
-        assert ck.save(7, state, jax.random.key(0), force=True)
+        saved = [ck.save(s, state) for s in range(1, 7)]
+        assert ck.save(7, state, force=True)
         ck.wait_until_finished()
         assert saved == [True, False, True, False, False, True]  # the first save always lands
         assert ck.all_steps() == [1, 3, 6, 7]
@@ -128,13 +113,13 @@ def test_bad_inputs_name_the_fault(tmp_path: Path) -> None:
         from_dict(CheckpointOptions, {"best_mode": "median"})
     with Checkpointer(tmp_path / "a", CheckpointOptions(best_metric="reward")) as ck:
         with pytest.raises(KeyError, match="reward"):
-            ck.save(1, state, jax.random.key(0), metrics={"loss": 1.0})
+            ck.save(1, state, metrics={"loss": 1.0})
         with pytest.raises(ValueError, match="reward"):
-            ck.save(1, state, jax.random.key(0), metrics={"reward": float("nan")})
+            ck.save(1, state, metrics={"reward": float("nan")})
     with Checkpointer(tmp_path / "b") as ck:
         with pytest.raises(TypeError, match=r"extra\['data_iter'\]"):
-            ck.save(1, state, jax.random.key(0), {"data_iter": object()})
-        ck.save(1, state, jax.random.key(0))
+            ck.save(1, state, {"data_iter": object()})
+        ck.save(1, state)
         ck.wait_until_finished()
         no_sharding = abstract_of(state)
         no_sharding["params"]["e"] = jax.ShapeDtypeStruct((4, 3), jnp.bfloat16)
@@ -149,16 +134,16 @@ def test_uncommitted_step_directory_is_ignored_and_saving_continues(tmp_path: Pa
     """orbax on a local disk writes `<step>.orbax-checkpoint-tmp*` and renames it when done: simulate a cut."""
     s1, s2 = _state(1), _state(2)
     with Checkpointer(tmp_path / "ck") as ck:
-        ck.save(1, s1, jax.random.key(1))
-        ck.save(2, s2, jax.random.key(2))
+        ck.save(1, s1)
+        ck.save(2, s2)
         ck.wait_until_finished()
     (tmp_path / "ck" / "2").rename(tmp_path / "ck" / "2.orbax-checkpoint-tmp-1700000000")
     with Checkpointer(tmp_path / "ck") as ck:
         out = ck.restore_latest(abstract_of(s1))
         assert out is not None and out.step == 1
         _assert_bitwise_equal(out.state, s1)
-        ck.save(2, s2, jax.random.key(2))
-        ck.save(3, s1, jax.random.key(3))
+        ck.save(2, s2)
+        ck.save(3, s1)
         ck.wait_until_finished()
         assert ck.all_steps() == [1, 2, 3]
         _assert_bitwise_equal(ck.restore(2, abstract_of(s2)).state, s2)
@@ -175,13 +160,13 @@ from vagent_jax.train.checkpoint import Checkpointer
 d = sys.argv[1]
 ck = Checkpointer(d)
 state = {"w": np.arange(256 * 256, dtype=np.float32).reshape(256, 256), "step": np.int32(1)}
-ck.save(1, jax.tree.map(jax.numpy.asarray, state), jax.random.key(1), {"it": 1})
+ck.save(1, jax.tree.map(jax.numpy.asarray, state), {"it": 1})
 ck.wait_until_finished()
 async def never_commit(self):  # every file of step 2 gets written; the commit (rename) never comes
     await asyncio.sleep(3600)
 atomicity.AtomicRenameTemporaryPath.finalize = never_commit
 state["w"] = state["w"] + 1
-ck.save(2, jax.tree.map(jax.numpy.asarray, state), jax.random.key(2), {"it": 2})
+ck.save(2, jax.tree.map(jax.numpy.asarray, state), {"it": 2})
 print("SAVING", flush=True)
 time.sleep(3600)
 """
@@ -211,7 +196,7 @@ def test_sigkill_during_async_save_restores_previous_step(tmp_path: Path) -> Non
         out = ck.restore_latest(abstract)
         assert out is not None and out.step == 1 and out.extra == {"it": 1}
         np.testing.assert_array_equal(out.state["w"], np.arange(256 * 256, dtype=np.float32).reshape(256, 256))
-        ck.save(2, out.state, out.rng, {"it": 2})
+        ck.save(2, out.state, {"it": 2})
         ck.wait_until_finished()
         assert ck.all_steps() == [1, 2]
     assert not list(ckdir.glob("*orbax-checkpoint-tmp*")), "the cut-off step 2 was not cleaned up"
@@ -233,7 +218,7 @@ specs = {"params": {"w": P("data", "model"), "e": P("model", None)}, "opt": {"mu
 state = jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), host, specs)
 assert len(state["params"]["w"].sharding.device_set) == 8
 with Checkpointer(sys.argv[1]) as ck:
-    ck.save(9, state, jax.random.key(4), {"it": 9})
+    ck.save(9, state, {"it": 9})
 np.savez(sys.argv[2], w=host["params"]["w"], e=host["params"]["e"].view(np.uint16), mu=host["opt"]["mu"])
 print("SAVED")
 """
@@ -264,7 +249,6 @@ assert int(out.state["step"]) == 9
 for leaf, want in zip(jax.tree.leaves(out.state), jax.tree.leaves(abstract)):
     assert leaf.sharding == want.sharding, (leaf.sharding, want.sharding)
 assert len(out.state["params"]["w"].sharding.device_set) == n
-np.testing.assert_array_equal(jax.random.key_data(out.rng), jax.random.key_data(jax.random.key(4)))
 print("RESTORED", n)
 """
 

@@ -54,7 +54,7 @@ ck = Checkpointer(ckdir, CheckpointOptions(keep_last=2))
 restored = ck.restore_latest(abstract_of(state))
 start = 0
 if restored is not None:
-    state, key, start = restored.state, restored.rng, restored.step
+    state, start = restored.state, restored.step
     assert restored.extra == {"it": start}
 print("START", start, flush=True)
 async def never_commit(self):
@@ -64,7 +64,7 @@ for s in range(start, steps):
     if s + 1 == hold:
         ck.wait_until_finished()  # step s commits; only the save of `hold` never does
         atomicity.AtomicRenameTemporaryPath.finalize = never_commit
-    ck.save(s + 1, state, key, {"it": s + 1})
+    ck.save(s + 1, state, {"it": s + 1})
     print("SAVING", s + 1, flush=True)
     if s + 1 == hold:
         jax.block_until_ready(state)
@@ -154,7 +154,6 @@ DAMAGE = {
     "array_file_overwritten": lambda d: _largest_data_file(d).write_bytes(b"\0" * 64),
     "state_metadata_cut_short": lambda d: _cut_short(d / "state" / "_METADATA"),
     "extra_item_missing": lambda d: shutil.rmtree(d / "extra"),
-    "rng_item_cut_short": lambda d: _cut_short(d / "rng" / "metadata"),
     "state_item_missing": lambda d: shutil.rmtree(d / "state"),
 }
 
@@ -164,7 +163,7 @@ def test_unreadable_newest_checkpoint_is_skipped_with_a_warning(tmp_path: Path, 
     ckdir = tmp_path / "ck"
     with Checkpointer(ckdir) as ck:
         for s in (1, 2, 3):
-            ck.save(s, _state(s), jax.random.key(s), {"it": s})
+            ck.save(s, _state(s), {"it": s})
     DAMAGE[damage](ckdir / "3")
     with Checkpointer(ckdir) as ck:
         with pytest.warns(UnreadableCheckpointWarning, match=f"checkpoint {ckdir}/3 is unreadable"):
@@ -172,7 +171,7 @@ def test_unreadable_newest_checkpoint_is_skipped_with_a_warning(tmp_path: Path, 
         assert out.step == 2 and out.extra == {"it": 2}
         assert np.asarray(out.state["w"]).tobytes() == np.asarray(_state(2)["w"]).tobytes()
         assert (ckdir / "3.unreadable").is_dir() and ck.all_steps() == [1, 2]
-        ck.save(3, out.state, out.rng, {"it": 3})  # the resumed run saves step 3 again
+        ck.save(3, out.state, {"it": 3})  # the resumed run saves step 3 again
         ck.wait_until_finished()
         assert ck.all_steps() == [1, 2, 3]
 
@@ -181,7 +180,7 @@ def test_when_no_checkpoint_is_readable_the_newest_error_is_raised(tmp_path: Pat
     ckdir = tmp_path / "ck"
     with Checkpointer(ckdir) as ck:
         for s in (1, 2):
-            ck.save(s, _state(s), jax.random.key(s), {"it": s})
+            ck.save(s, _state(s), {"it": s})
     for s in (1, 2):
         shutil.rmtree(ckdir / str(s) / "extra")
     with Checkpointer(ckdir) as ck:
@@ -209,14 +208,14 @@ def test_full_disk_during_save_stops_with_a_clear_error_and_keeps_the_previous(
     with small_disk(mnt, "600k") as mounted:
         ckdir = mnt / "ck"
         ck = Checkpointer(ckdir, CheckpointOptions(keep_last=1))
-        ck.save(1, small, jax.random.key(1), {"it": 1})
+        ck.save(1, small, {"it": 1})
         ck.wait_until_finished()
         if not mounted:
             _inject_disk_full(monkeypatch)
         with pytest.raises(CheckpointWriteError,
                            match=rf"checkpoint step 2 could not be written to {ckdir}: no space left on device; "
                                  r"the previous checkpoint \(step 1\) is intact") as info:
-            ck.save(2, big, jax.random.key(2), {"it": 2})
+            ck.save(2, big, {"it": 2})
             ck.wait_until_finished()
         assert isinstance(info.value, RunStopped)  # the CLI's "the run stopped itself" exit (3)
         ck.close()

@@ -103,7 +103,7 @@ def test_train_state_saved_on_4_devices_restores_bitwise_on_2_and_1(tmp_path: Pa
     assert sharded, "nothing was sharded over the 4-device fsdp mesh"
     want = _host(state)
     with Checkpointer(tmp_path / "ck") as ck:
-        ck.save(3, state, jax.random.key(9), extra={"iterator": {"next_index": 12}})
+        ck.save(3, state, extra={"iterator": {"next_index": 12}})
     for n in (2, 1):
         mesh = make_mesh(MeshConfig(), devices=jax.devices()[:n])
         shard = state_shardings(TINY, mesh, opt)

@@ -35,14 +35,15 @@ TAGS = ["rollout/reward_mean", "rollout/reward_std", "rollout/pass_rate", "rollo
 
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny policy SFT'd on the coin env (copies visible hints, guesses on '?')."""
+    """A tiny policy SFT'd on the coin env (copies visible hints, guesses on '?'); 100 steps: at 60 the loss of
+    some seeds still sits on its plateau (0.47 vs 0.07) and no group carries signal."""
     sys.path.insert(0, str(TESTS))
     out = tmp_path_factory.mktemp("coin_sft")
     cfg = load_config(SFTConfig, None, TASKS + [
-        f"out_dir={out}", f"tasks.data_dir={out / 'data'}", "steps=60", "batch_size=8", "seq_len=96",
+        f"out_dir={out}", f"tasks.data_dir={out / 'data'}", "steps=100", "batch_size=8", "seq_len=96",
         "tokenizer.vocab_size=300", "model.vocab_size=320", "model.d_model=32", "model.n_layers=1",
         "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16", "model.d_ff=64", "model.max_seq_len=128",
-        "optimizer.lr=0.01", "optimizer.total_steps=60", "optimizer.warmup_steps=5", "num_devices=1"])
+        "optimizer.lr=0.01", "optimizer.total_steps=100", "optimizer.warmup_steps=5", "num_devices=1"])
     run_sft(cfg)
     return out
 

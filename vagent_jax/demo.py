@@ -20,6 +20,7 @@ from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.eval.pass_rate import policy_pass_rate
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rl.policy_loss import PolicyLossConfig
+from vagent_jax.seeds import Purpose, purpose_seed
 from vagent_jax.sharding import MeshConfig
 from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.optimizer import OptimizerConfig
@@ -110,7 +111,8 @@ def _evaluate(cfg: DemoConfig, run_dir: Path, name: str, tasks: list[dict], resu
         if cached.get("step") == policy.step:
             return cached
     t0 = time.perf_counter()
-    metrics, _ = policy_pass_rate(policy, tasks, cfg.tasks.env, cfg.eval_engine, seed=cfg.seed + 7,
+    metrics, _ = policy_pass_rate(policy, tasks, cfg.tasks.env, cfg.eval_engine,
+                                  seed=purpose_seed(cfg.seed, Purpose.HELD_OUT_EVAL),
                                   env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules,
                                   env_kwargs=cfg.tasks.env_args)
     metrics["seconds"] = time.perf_counter() - t0

@@ -3,7 +3,7 @@ array_record, or a JSONL file; plus the grain iterator over them and the held-ou
 
 Generated tasks go through TFDS (built once under `tasks.data_dir`, reused after) so training reads them
 like any other on-disk task set: random access, per-host sharding, seeded shuffling, resumable position.
-Held-out tasks use a disjoint seed (seed + 10_000) so training never sees them.
+Held-out tasks are generated with a seed of their own (seeds.Purpose.HELD_OUT_TASKS), so training never sees them.
 
 Shards (`tasks.shards`, 0 = one per process): the training tasks are cut into K contiguous grain shards,
 each with its own seeded shuffle. An RL step's prompt list is the concatenation, in shard order, of
@@ -22,11 +22,9 @@ from typing import Any, Literal, Sequence
 
 from vagent_jax.config import ConfigError, config_scope, require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
-from vagent_jax.data.task_pipeline import Task, TaskIterator, task_iterator
+from vagent_jax.data.task_pipeline import Task, task_iterator
 from vagent_jax.data.tfds_tasks import build_generated_tasks, load_generated_tasks
-
-EVAL_SEED_OFFSET = 10_000
-
+from vagent_jax.seeds import Purpose, purpose_seed
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
@@ -70,7 +68,7 @@ class TaskConfig:
             require(self.difficulty >= 1, "difficulty", f"must be >= 1, got {self.difficulty}")
         else:
             require(bool(self.path), "path", "source 'jsonl' needs a JSONL file of tasks")
-        require(0 <= self.seed < 2**32 - EVAL_SEED_OFFSET, "seed", f"out of range: {self.seed}")
+        require(0 <= self.seed < 2**32, "seed", f"out of range: {self.seed}")
         require(self.shards >= 0, "shards", f"must be >= 0 (0 = one per process), got {self.shards}")
 
 
@@ -115,12 +113,7 @@ def eval_tasks(cfg: TaskConfig, n: int | None = None) -> list[dict]:
     count = cfg.eval_tasks if n is None else n
     if count <= 0:
         raise ValueError("tasks.eval_tasks: no held-out tasks configured (set it > 0)")
-    return make_env(cfg).generate_tasks(count, cfg.seed + EVAL_SEED_OFFSET, cfg.difficulty)
-
-
-def train_iterator(cfg: TaskConfig, seed: int | None = None) -> TaskIterator:
-    """A grain iterator over this host's shard of the training tasks (seeded shuffle per epoch, repeats)."""
-    return task_iterator(train_tasks(cfg), seed=cfg.seed if seed is None else seed, shuffle=cfg.shuffle)
+    return make_env(cfg).generate_tasks(count, purpose_seed(cfg.seed, Purpose.HELD_OUT_TASKS), cfg.difficulty)
 
 
 class ShardedTaskIterator:

@@ -22,6 +22,7 @@ from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.eval.policy_rollouts import check_out_file, check_tasks, load_checked_policy, sample_rollouts
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rollout import RolloutResult
+from vagent_jax.seeds import Purpose, purpose_seed
 from vagent_jax.sharding import MeshConfig
 
 Outputs = Literal["both", "sft", "tasks"]
@@ -155,9 +156,9 @@ def run_distill(cfg: DistillConfig, checkpoint_dir: str | Path, outputs: Outputs
                 cfg.tasks.env_args)
     policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
     t0 = time.perf_counter()
-    groups = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k, seed=cfg.seed,
-                             env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules,
-                             env_kwargs=cfg.tasks.env_args)
+    groups = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k,
+                             seed=purpose_seed(cfg.seed, Purpose.DISTILL), env_workers=cfg.env_workers,
+                             env_modules=cfg.tasks.env_modules, env_kwargs=cfg.tasks.env_args)
     summary = distill_from_results(cfg, tasks, groups, outputs)
     summary.update(checkpoint=str(checkpoint_dir), step=policy.step, k=cfg.k, seconds=time.perf_counter() - t0)
     return summary

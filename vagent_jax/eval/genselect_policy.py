@@ -18,6 +18,7 @@ from vagent_jax.config import require
 from vagent_jax.engine import DecodeEngine, EngineConfig
 from vagent_jax.eval.estimators import majority_vote
 from vagent_jax.eval.genselect import GenSelectResult, build_genselect_prompt, parse_judgment
+from vagent_jax.seeds import Purpose, purpose_seed
 from vagent_jax.train.policy_dir import Policy
 
 MIN_CANDIDATE_TOKENS = 8
@@ -109,7 +110,7 @@ class PolicyJudge:
         """Decode a reply to every prompt (one engine, seeded per call)."""
         self.calls += 1
         eng = DecodeEngine(self.policy.params, self.policy.model, self.cfg, self.stop_ids,
-                           seed=self.seed * 7919 + self.calls)
+                           seed=purpose_seed(self.seed, Purpose.GENSELECT, self.calls))
         trajs = eng.generate([self._ids(p) for p in prompts])
         tok = self.policy.tokenizer
         return [tok.decode(t.tokens[t.gen_mask.astype(bool)].tolist(), skip_special=True) for t in trajs]

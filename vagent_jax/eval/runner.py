@@ -27,6 +27,7 @@ from vagent_jax.eval.sample_metrics import (CI_METHOD, DeepConfSettings, EvalSam
                                             label_of, live_online_scores, online_threshold_of, task_scores)
 from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.models.config import ModelConfig
+from vagent_jax.seeds import Purpose, purpose_rng, purpose_seed
 from vagent_jax.sharding import MeshConfig
 
 
@@ -35,7 +36,7 @@ class EvalConfig:
     """A `vagent eval` recipe (configs/eval_*.yaml). DeepConf's window is deepconf.window (the live online
     pass sets the engine's deepconf_window to it)."""
 
-    tasks: TaskConfig = TaskConfig()  # held-out split: generated with seed + 10000, or tasks.eval_path
+    tasks: TaskConfig = TaskConfig()  # held-out split (a seed of its own) or tasks.eval_path
     num_tasks: int = 64
     k: int = 8  # samples per task
     engine: EngineConfig = EngineConfig(batch_slots=64, max_len=512, max_new_tokens=96, chunk_steps=16,
@@ -74,9 +75,9 @@ def _live_online(policy: Any, tasks: list[dict], samples: list[list[EvalSample]]
     w = cfg.deepconf.warmup
     thresholds = [online_threshold_of(s[:w], cfg.deepconf) for s in samples]
     engine = dataclasses.replace(cfg.engine, deepconf_window=cfg.deepconf.window)
-    live = sample_rollouts(policy, tasks, cfg.tasks.env, engine, cfg.k - w, seed=cfg.seed + 1,
-                           env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules, thresholds=thresholds,
-                           env_kwargs=cfg.tasks.env_args)
+    live = sample_rollouts(policy, tasks, cfg.tasks.env, engine, cfg.k - w,
+                           seed=purpose_seed(cfg.seed, Purpose.EVAL_LIVE), env_workers=cfg.env_workers,
+                           env_modules=cfg.tasks.env_modules, thresholds=thresholds, env_kwargs=cfg.tasks.env_args)
     out = []
     for s, rs in zip(samples, live):
         stopped = [r.trajectory.reason == "deepconf" for r in rs]
@@ -93,7 +94,7 @@ def _genselect(policy: Any, tasks: list[dict], results: list[list[Any]], samples
     problems = [next(m.content for m in env.initial_messages(t) if m.role == "user") for t in tasks]
     sols = [[solution_text(r) for r in rs] for rs in results]
     answers = [[x.answer for x in s] for s in samples]
-    rngs = [np.random.default_rng([cfg.seed, j]) for j in range(len(tasks))]
+    rngs = [purpose_rng(cfg.seed, Purpose.EVAL_VOTES, j) for j in range(len(tasks))]
     picked = genselect_rounds(problems, sols, answers, judge, rngs, k=cfg.genselect.candidates,
                               num_rounds=cfg.genselect.rounds, fit=judge.fit)
     return [{f"genselect@{cfg.k}": label_of(g.answer, s), "genselect/invalid_judgment_rate":
@@ -109,9 +110,9 @@ def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
     policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
     answer_of = make_env(cfg.tasks).final_answer
     t0 = time.perf_counter()
-    results = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k, seed=cfg.seed,
-                              env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules,
-                              env_kwargs=cfg.tasks.env_args)
+    results = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k,
+                              seed=purpose_seed(cfg.seed, Purpose.EVAL_SAMPLING), env_workers=cfg.env_workers,
+                              env_modules=cfg.tasks.env_modules, env_kwargs=cfg.tasks.env_args)
     samples = [[to_sample(r, answer_of) for r in rs] for rs in results]
     per_task = score_all(samples, cfg)
     if cfg.deepconf.online and cfg.deepconf.online_live:
@@ -121,7 +122,8 @@ def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
         for row, extra in zip(per_task, _genselect(policy, tasks, results, samples, cfg)):
             row.update(extra)
     n_correct = sum(x.correct for s in samples for x in s)
-    metrics, ci = aggregate(per_task, n_correct, len(tasks) * cfg.k, seed=cfg.seed)
+    metrics, ci = aggregate(per_task, n_correct, len(tasks) * cfg.k,
+                            seed=purpose_seed(cfg.seed, Purpose.EVAL_BOOTSTRAP))
     report = {
         "checkpoint": str(checkpoint_dir), "step": policy.step, "env": cfg.tasks.env, "num_tasks": len(tasks),
         "k": cfg.k, "temperature": cfg.engine.sampling.temperature, "ci_method": CI_METHOD,

@@ -1,10 +1,8 @@
-"""Orbax checkpoints of a training run: sharded train state, PRNG key and a JSON item, saved per step.
+"""Orbax checkpoints of a training run: sharded train state and a JSON item, saved per step.
 
-One step directory holds three items:
+One step directory holds two items:
   state  the train-state pytree (params, optimizer state, step; jax arrays, possibly sharded), written
          with orbax's standard (tensorstore) format, so it restores into any sharding of the same shapes;
-  rng    the PRNG key as its raw uint32 key data plus the key implementation name (JSON: exact, and
-         independent of the device count);
   extra  a JSON mapping (data-iterator state, counters, the config as a dict).
 
 Saves are asynchronous (the device-to-host copy blocks, the file writes do not). orbax writes each step
@@ -30,15 +28,13 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpoint_managers import preservation_policy as ocp_preservation
 
 from vagent_jax.config import config_scope, require
 from vagent_jax.train.run_common import RunStopped
 
-_STATE, _RNG, _EXTRA = "state", "rng", "extra"
+_STATE, _EXTRA = "state", "extra"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +78,11 @@ def _is_disk_full(e: BaseException) -> bool:
 
 
 class Restored(NamedTuple):
-    """What restore_latest/restore return: the step, the train state, the PRNG key and the JSON item."""
+    """What restore_latest/restore return: the step, the train state and the JSON item. (No PRNG key: every
+    key of a run is derived from its seed and step, vagent_jax/seeds.py.)"""
 
     step: int
     state: Any
-    rng: jax.Array
     extra: dict[str, Any]
 
 
@@ -113,32 +109,6 @@ def _checked_abstract(abstract_state: Any) -> Any:
                              "the sharding it should be restored into")
         out.append(leaf)
     return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def _host_copy(arr: jax.Array) -> np.ndarray:
-    """Host numpy copy of a (possibly multi-process, then replicated) array."""
-    if getattr(arr, "is_fully_addressable", True):
-        return np.asarray(jax.device_get(arr))
-    if not arr.is_fully_replicated:
-        raise ValueError("rng key must be replicated across processes to be checkpointed")
-    return np.asarray(arr.addressable_shards[0].data)
-
-
-def rng_to_json(key: jax.Array) -> dict[str, Any]:
-    """Encode a PRNG key (typed `jax.random.key` or raw uint32 `PRNGKey`) as exact JSON."""
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    data = jax.random.key_data(key) if typed else key
-    host = _host_copy(data)
-    if host.dtype != np.uint32:
-        raise TypeError(f"rng key data must be uint32, got {host.dtype}")
-    return {"typed": bool(typed), "impl": str(jax.random.key_impl(key)) if typed else None,
-            "shape": list(host.shape), "data": [int(v) for v in host.reshape(-1)]}
-
-
-def rng_from_json(blob: dict[str, Any]) -> jax.Array:
-    """Decode rng_to_json's output back into the same key (bit for bit)."""
-    data = jnp.asarray(np.asarray(blob["data"], dtype=np.uint32).reshape(blob["shape"]))
-    return jax.random.wrap_key_data(data, impl=blob["impl"]) if blob["typed"] else data
 
 
 def _json_checked(extra: dict[str, Any]) -> dict[str, Any]:
@@ -180,12 +150,12 @@ class Checkpointer:
             create=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=manager_options,
-                                              item_names=(_STATE, _RNG, _EXTRA))
+                                              item_names=(_STATE, _EXTRA))
         self._writing: int | None = None  # the step an async save is writing, until it is waited for
         self._last_saved: int | None = None  # the step of the newest save started
         self._failed = False  # a CheckpointWriteError was raised: later errors of that save are not news
 
-    def save(self, step: int, state: Any, rng: jax.Array, extra: dict[str, Any] | None = None,
+    def save(self, step: int, state: Any, extra: dict[str, Any] | None = None,
              metrics: dict[str, float] | None = None, force: bool = False) -> bool:
         """Start saving `step` (async); returns False when the save interval skips it.
 
@@ -205,7 +175,6 @@ class Checkpointer:
                 raise ValueError(f"checkpoint.best_metric '{name}' is {metric_blob[name]} at step {step}")
         args = ocp.args.Composite(**{
             _STATE: ocp.args.StandardSave(state),
-            _RNG: ocp.args.JsonSave(rng_to_json(rng)),
             _EXTRA: ocp.args.JsonSave(_json_checked(dict(extra or {}))),
         })
         self.wait_until_finished()  # orbax waits for the previous save anyway: its failure is reported as its own
@@ -261,14 +230,13 @@ class Checkpointer:
         target = _checked_abstract(abstract_state)
         args = ocp.args.Composite(**{
             _STATE: ocp.args.StandardRestore(target),
-            _RNG: ocp.args.JsonRestore(),
             _EXTRA: ocp.args.JsonRestore(),
         })
         try:
             out = self._manager.restore(step, args=args)
         except Exception as e:  # noqa: BLE001 (tensorstore reports a file cut short as a bare Exception)
             raise ValueError(f"cannot restore checkpoint {self.directory}/{step} into abstract_state: {e}") from e
-        return Restored(step=int(step), state=out[_STATE], rng=rng_from_json(out[_RNG]), extra=dict(out[_EXTRA]))
+        return Restored(step=int(step), state=out[_STATE], extra=dict(out[_EXTRA]))
 
     def restore_params(self, step: int, abstract_params: Any) -> Any:
         """Only the `params` subtree of `step`'s train state, into `abstract_params`' shardings.

@@ -10,8 +10,9 @@ rollout temperature; dynamic sampling keeps a group iff 0 < #correct < G (on the
 on the shaped reward); L_max (`max_response_tokens`, default the generation budget) bounds generated
 tokens in overlong shaping, overlong filtering and Dr. GRPO's constant alike.
 
-Exact resume: the step's sampling seed is seed * 1_000_003 + step (each trajectory's noise stream is then
-keyed by its index among the step's rollouts) and its update key fold_in(key(seed), step); rollouts run
+Exact resume: the step's sampling seed is purpose_seed(seed, ROLLOUT, step) (each trajectory's noise stream
+is then keyed by its index among the step's rollouts) and its update key fold_in(purpose_key(seed, UPDATE),
+step) (vagent_jax/seeds.py); rollouts run
 in lockstep with the environment by default (`rollout_lockstep`), so their result does not depend on
 worker timing; the checkpoint holds params, optimizer state, step, the iterator position, the entropy
 controller and the curriculum.
@@ -46,6 +47,7 @@ from vagent_jax.rl.rollout_batch import (RewardShapingConfig, generation_budget,
                                          loss_rows_kept, minibatch_slices, shaped_rewards, update_batch)
 from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.rollout import RolloutRunner
+from vagent_jax.seeds import Purpose, purpose_key, purpose_seed
 from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
@@ -55,7 +57,7 @@ from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, write_policy_meta
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 from vagent_jax.train.rollout_metrics import rollout_metrics
-from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, save_on_interrupt
+from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, run_steps
 from vagent_jax.train.step_metrics import reduce_step_metrics
 from vagent_jax.train.train_state import train_state_from_params
 
@@ -176,7 +178,7 @@ class RLTrainer:
         self.logprobs = (make_compute_logprobs(self.model, self.mesh, cfg.micro_batches, temperature=temperature)
                          if cfg.updates_per_batch > 1 else None)
         self.stop_ids = stop_token_ids(self.template, self.tok)
-        self.key = jax.random.key(cfg.seed)
+        self.key = purpose_key(cfg.seed, Purpose.UPDATE)
         # One engine per run, its KV cache sharded on the run's mesh; each step hands it the new params.
         self.engine = DecodeEngine(self.state.params, self.model, cfg.engine, self.stop_ids, mesh=self.mesh)
 
@@ -199,7 +201,7 @@ class RLTrainer:
                 raise ValueError(f"checkpoint.best_metric: '{metric}' is not a logged scalar "
                                  f"(e.g. rollout/pass_rate, rollout/reward_mean)")
             metrics = {metric: self.last_scalars[metric]}
-        self.ckpt.save(step, self.state, self.key, extra=extra, metrics=metrics, force=force)
+        self.ckpt.save(step, self.state, extra=extra, metrics=metrics, force=force)
 
     # ----- one step -------------------------------------------------------------------------------------
     def collect(self, pool: EnvWorkerPool, step: int) -> tuple[list, np.ndarray, list, dict[str, float]]:
@@ -208,7 +210,7 @@ class RLTrainer:
         cfg, G = self.cfg, self.cfg.group_size
         engine = self.engine
         engine.set_params(self.state.params)  # the updated params, used where they lie (no gather)
-        engine.reset(seed=cfg.seed * 1_000_003 + step)
+        engine.reset(seed=purpose_seed(cfg.seed, Purpose.ROLLOUT, step))
         runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, cfg.tasks.env_args,
                                lockstep=cfg.rollout_lockstep)
         kept: list = []
@@ -273,16 +275,14 @@ class RLTrainer:
         writer = MetricsWriter(self.out / "tb", purge_step=self.start + 1 if self.start else None)
         bar = ProgressBar(cfg.steps, keys=("reward", "pass_rate", "entropy", "step_time"), desc="rl",
                           enabled=is_primary())
-        done, t_run, last = self.start, time.perf_counter(), {}
+        t_run = time.perf_counter()
         try:
-            with EnvWorkerPool(num_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules) as pool, save_on_interrupt(lambda: self.save(done)):
-                for step in range(self.start, cfg.steps):
-                    last = self.last_scalars = self.one_step(pool, step, writer, bar)
-                    done = step + 1
-                    if done % cfg.save_every == 0 and done < cfg.steps:
-                        self.save(done, force=False)
-                if self.ckpt.latest_step() != cfg.steps:  # a resumed finished run has nothing new to save
-                    self.save(cfg.steps)
+            with EnvWorkerPool(num_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules) as pool:
+                def step(s: int) -> None:
+                    self.last_scalars = self.one_step(pool, s, writer, bar)
+
+                run_steps(self.start, cfg.steps, step, self.save, save_every=cfg.save_every,
+                          latest_saved=self.ckpt.latest_step)
                 self.ckpt.wait_until_finished()
         finally:
             bar.close()
@@ -290,7 +290,7 @@ class RLTrainer:
             self.ckpt.close()
         summary = {"stage": "rl", "steps": cfg.steps, "resumed_from": self.start,
                    "seconds": time.perf_counter() - t_run, "bad_steps": self.guard.total,
-                   **{k: v for k, v in last.items() if k.startswith(("rollout/", "update/"))}}
+                   **{k: v for k, v in self.last_scalars.items() if k.startswith(("rollout/", "update/"))}}
         if is_primary():
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary

@@ -1,5 +1,6 @@
 """What every training stage shares: the output-directory check, the mesh from config, the NaN-streak
-guard that stops a run, and saving a resumable checkpoint when the user presses Ctrl-C."""
+guard that stops a run, saving a resumable checkpoint when the user presses Ctrl-C, and the step loop
+(`run_steps`: checkpoint cadence, final save, interrupt save) that SFT and RL both run."""
 from __future__ import annotations
 
 import contextlib
@@ -72,3 +73,29 @@ def save_on_interrupt(save: Callable[[], None]) -> Iterator[None]:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_steps(start: int, end: int, step: Callable[[int], None], save: Callable[[int, bool], None], *,
+              save_every: int, latest_saved: Callable[[], int | None], stopped: bool = False,
+              check_stop: Callable[[int], bool] | None = None) -> int:
+    """The step loop SFT and RL share; returns the number of steps done.
+
+    Runs step(s) for s in [start, end); once a step is done, check_stop(done) (SFT's validation) may end
+    the run early. Saves every `save_every` steps (`save(done, False)`, not at the end or after a stop),
+    saves what is done on Ctrl-C / SIGTERM (a step interrupted inside check_stop counts as done), and saves
+    the final step unless it is already the newest checkpoint (a resumed run that had finished).
+    stopped=True: a resumed run that had already stopped early; no step runs.
+    """
+    done = start
+    with save_on_interrupt(lambda: save(done, True)):
+        for s in range(start, end):
+            if stopped:
+                break
+            step(s)
+            done = s + 1
+            stopped = check_stop is not None and check_stop(done)
+            if done % save_every == 0 and done < end and not stopped:
+                save(done, False)
+        if latest_saved() != done:
+            save(done, True)
+    return done

@@ -28,6 +28,7 @@ from vagent_jax.config import require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
 from vagent_jax.data.task_source import TaskConfig, make_env, train_tasks
 from vagent_jax.models.config import ModelConfig
+from vagent_jax.seeds import Purpose, purpose_key, purpose_rng, purpose_seed
 from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.tokenizer import Tokenizer, check_vocab_fits, load_tokenizer
 from vagent_jax.tokenizer_train import train_sentencepiece
@@ -37,7 +38,7 @@ from vagent_jax.train.multihost import check_same_config, is_primary, primary_fi
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.packing import pack_examples
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, Policy, load_policy, write_policy_meta
-from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, save_on_interrupt
+from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, run_steps
 from vagent_jax.train.sft_step import make_sft_step
 from vagent_jax.train.sft_validation import (SFTValidationConfig, check_validation_setup, should_stop,
                                              validation_pass_rate)
@@ -119,7 +120,7 @@ def demo_conversations(cfg: SFTConfig) -> list[list[dict[str, str]]]:
     if cfg.demos == "env":
         env = make_env(cfg.tasks)
         source = train_tasks(cfg.tasks)
-        direct = np.random.default_rng([cfg.seed, 7]).random(len(source)) < cfg.direct_demo_fraction
+        direct = purpose_rng(cfg.seed, Purpose.DIRECT_DEMOS).random(len(source)) < cfg.direct_demo_fraction
         n_demo = len(source) - (cfg.validation.tasks if cfg.validation.every else 0)  # the rest: validation_tasks
         return [[m.to_dict() for m in (env.direct_demonstration if direct[i] else env.demonstration)(source[i])]
                 for i in range(n_demo)]
@@ -171,7 +172,7 @@ def sft_batches(chats: list[list[dict[str, str]]], tok: Tokenizer, template: str
 def batch_for_step(step: int, num_batches: int, seed: int) -> int:
     """Index of the batch that step `step` trains on: a fresh seeded permutation every epoch."""
     epoch, pos = divmod(step, num_batches)
-    return int(np.random.default_rng([seed, epoch]).permutation(num_batches)[pos])
+    return int(purpose_rng(seed, Purpose.SFT_ORDER, epoch).permutation(num_batches)[pos])
 
 
 def _starting_policy(cfg: SFTConfig, out: Path, chats: Any, mesh: Any) -> tuple[Any, Any, str, Any, Path]:
@@ -197,9 +198,58 @@ def _validator(cfg: SFTConfig, out: Path, model_cfg: ModelConfig, template: str,
                            model_cfg.max_seq_len)
     tasks = validation_tasks(cfg)
     like = Policy(model_cfg, tok, template, None, 0, out, tok_path)
+    seed = purpose_seed(cfg.seed, Purpose.SFT_VALIDATION)
     return lambda params, step: validation_pass_rate(params, step, like, tasks, cfg.tasks.env, cfg.validation,
-                                                     seed=cfg.seed + 11, env_modules=cfg.tasks.env_modules,
+                                                     seed=seed, env_modules=cfg.tasks.env_modules,
                                                      env_kwargs=cfg.tasks.env_args)
+
+
+class _SFTSteps:
+    """One SFT run between steps: the train state, the last step's metrics, the validation curve and the
+    NaN guard, with the step and the save that `run_steps` calls."""
+
+    def __init__(self, cfg: SFTConfig, state: Any, step_fn: Callable, batches: list,
+                 validate: Callable[[Any, int], float] | None, ckpt: Checkpointer, writer: MetricsWriter,
+                 bar: ProgressBar, guard: BadStepGuard, curve: list[tuple[int, float]]) -> None:
+        self.cfg, self.state, self.step_fn, self.batches, self.validate = cfg, state, step_fn, batches, validate
+        self.ckpt, self.writer, self.bar, self.guard, self.curve = ckpt, writer, bar, guard, curve
+        self.metrics: dict[str, Any] = {}
+
+    def step(self, step: int) -> None:
+        """Train on step's batch and log."""
+        cfg, ts = self.cfg, time.perf_counter()
+        self.state, m = self.step_fn(self.state, self.batches[batch_for_step(step, len(self.batches), cfg.seed)])
+        done = step + 1
+        m = self.metrics = jax.device_get(m)
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            scalars = {f"sft/{k}": float(v) for k, v in m.items()}
+            scalars["sft/step_time"] = time.perf_counter() - ts
+            scalars["sft/bad_steps_total"] = self.guard.total + int(m["skipped"] > 0)
+            self.writer.write_scalars(done, scalars)
+            self.bar.update(done, {"loss": scalars["sft/loss"], "entropy": scalars.get("sft/entropy", 0.0),
+                                   "step_time": scalars["sft/step_time"]})
+        self.guard.observe(bool(m["skipped"] > 0), done)
+
+    def check_stop(self, done: int) -> bool:
+        """Validate when due (after step `done`); True when the validation rule says stop."""
+        if self.validate is None or done % self.cfg.validation.every:
+            return False
+        self.curve.append((done, self.validate(self.state.params, done)))
+        self.writer.write_scalars(done, {"sft/val_pass_rate": self.curve[-1][1]})
+        return should_stop(self.curve, self.cfg.validation)
+
+    def save(self, step: int, force: bool = True) -> None:
+        """Checkpoint `step` with the guard's streak and the validation curve (keep-best by an SFT metric)."""
+        metrics, best = None, self.cfg.checkpoint.best_metric
+        if best is not None:
+            name = best.removeprefix("sft/")
+            if name not in self.metrics:
+                raise ValueError(f"checkpoint.best_metric: '{best}' is not an SFT metric "
+                                 f"(one of {sorted(self.metrics)})")
+            metrics = {best: float(self.metrics[name])}
+        self.ckpt.save(step, self.state, metrics=metrics, force=force,
+                       extra={"stage": "sft", "bad_streak": self.guard.streak,
+                              "val_curve": [list(p) for p in self.curve]})
 
 
 def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
@@ -222,63 +272,27 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     if init is not None:
         state = train_state_from_params(init.params, model_cfg, cfg.optimizer, mesh)
     else:
-        state = create_train_state(model_cfg, cfg.optimizer, mesh, jax.random.key(cfg.seed))
+        state = create_train_state(model_cfg, cfg.optimizer, mesh, purpose_key(cfg.seed, Purpose.PARAMS))
     ckpt = Checkpointer(out / CHECKPOINT_DIR, cfg.checkpoint)
     start, streak, curve = 0, 0, []
-    if resume:
-        restored = ckpt.restore_latest(abstract_of(state))
-        if restored is not None:
-            state, start, streak = restored.state, restored.step, int(restored.extra.get("bad_streak", 0))
-            curve = [(int(a), float(b)) for a, b in restored.extra.get("val_curve", [])]
-    step_fn = make_sft_step(model_cfg, cfg.optimizer, mesh, cfg.micro_batches)
+    restored = ckpt.restore_latest(abstract_of(state)) if resume else None
+    if restored is not None:
+        state, start, streak = restored.state, restored.step, int(restored.extra.get("bad_streak", 0))
+        curve = [(int(a), float(b)) for a, b in restored.extra.get("val_curve", [])]
     writer = MetricsWriter(out / "tb", purge_step=start + 1 if start else None)
     bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft", enabled=is_primary())
-    guard = BadStepGuard(cfg.max_bad_steps, streak)
-    val = cfg.validation
-    if validate is not None and start and start % val.every == 0 and (not curve or curve[-1][0] != start):
-        curve.append((start, validate(state.params, start)))  # interrupted during that step's validation
-    stopped = bool(curve) and should_stop(curve, val)
-    done = start
-    m: dict[str, Any] = {}
-
-    def save(step: int, force: bool = True) -> None:
-        metrics = None
-        if cfg.checkpoint.best_metric is not None:  # keep-best retention ranks steps by an SFT metric
-            name = cfg.checkpoint.best_metric.removeprefix("sft/")
-            if name not in m:
-                raise ValueError(f"checkpoint.best_metric: '{cfg.checkpoint.best_metric}' is not an SFT metric "
-                                 f"(one of {sorted(m)})")
-            metrics = {cfg.checkpoint.best_metric: float(m[name])}
-        ckpt.save(step, state, jax.random.key(cfg.seed), metrics=metrics, force=force,
-                  extra={"stage": "sft", "bad_streak": guard.streak, "val_curve": [list(p) for p in curve]})
-
+    step_fn = make_sft_step(model_cfg, cfg.optimizer, mesh, cfg.micro_batches)
+    run = _SFTSteps(cfg, state, step_fn, batches, validate, ckpt, writer, bar,
+                    BadStepGuard(cfg.max_bad_steps, streak), curve)
     t0 = time.perf_counter()
     try:
-        with save_on_interrupt(lambda: save(done)):
-            for step in range(start, cfg.steps):
-                if stopped:
-                    break
-                ts = time.perf_counter()
-                state, m = step_fn(state, batches[batch_for_step(step, len(batches), cfg.seed)])
-                done = step + 1
-                m = jax.device_get(m)
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    scalars = {f"sft/{k}": float(v) for k, v in m.items()}
-                    scalars["sft/step_time"] = time.perf_counter() - ts
-                    scalars["sft/bad_steps_total"] = guard.total + int(m["skipped"] > 0)
-                    writer.write_scalars(done, scalars)
-                    bar.update(done, {"loss": scalars["sft/loss"], "entropy": scalars.get("sft/entropy", 0.0),
-                                      "step_time": scalars["sft/step_time"]})
-                guard.observe(bool(m["skipped"] > 0), done)
-                if validate is not None and done % val.every == 0:
-                    curve.append((done, validate(state.params, done)))
-                    writer.write_scalars(done, {"sft/val_pass_rate": curve[-1][1]})
-                    stopped = should_stop(curve, val)
-                if done % cfg.save_every == 0 and done < cfg.steps and not stopped:
-                    save(done, force=False)
-            if ckpt.latest_step() != done:  # a resumed finished run has nothing new to save
-                save(done)
-            ckpt.wait_until_finished()
+        interrupted = not curve or curve[-1][0] != start  # a resumed run stopped inside that step's validation
+        if validate is not None and start and start % cfg.validation.every == 0 and interrupted:
+            curve.append((start, validate(run.state.params, start)))
+        done = run_steps(start, cfg.steps, run.step, run.save, save_every=cfg.save_every,
+                         latest_saved=ckpt.latest_step, check_stop=run.check_stop,
+                         stopped=bool(curve) and should_stop(curve, cfg.validation))
+        ckpt.wait_until_finished()
     finally:
         bar.close()
         writer.close()
@@ -286,7 +300,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
     summary = {"stage": "sft", "steps": done, "max_steps": cfg.steps, "stopped_early": done < cfg.steps,
                "validation_curve": curve, "resumed_from": start, "examples": len(chats),
                "batches": len(batches), "truncated_examples": cut, "seconds": time.perf_counter() - t0,
-               "final_loss": float(m["loss"]) if done > start else None, "bad_steps": guard.total}
+               "final_loss": float(run.metrics["loss"]) if done > start else None, "bad_steps": run.guard.total}
     if is_primary():
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,0 +1,64 @@
+"""scripts/study_entropy.py: the fit of R = -a exp(H) + b, the entropy-collapse step, the table, option errors,
+and (quick mode) the whole study end to end: SFT once, two methods, held-out pass@k, resumable outputs."""
+import json
+import math
+
+import numpy as np
+import pytest
+from script_module import load_script
+
+
+def test_fit_recovers_a_b_and_r2():
+    se = load_script("study_entropy")
+    h = np.linspace(0.05, 1.2, 30)
+    exact = se.fit_entropy_reward(h, -0.4 * np.exp(h) + 1.1)
+    assert math.isclose(exact["a"], 0.4, rel_tol=1e-9) and math.isclose(exact["b"], 1.1, rel_tol=1e-9)
+    assert math.isclose(exact["r2"], 1.0, rel_tol=1e-12)
+    noisy = se.fit_entropy_reward(h, -0.4 * np.exp(h) + 1.1 + np.random.default_rng(0).normal(0, 0.05, h.size))
+    assert 0.5 < noisy["r2"] < 1.0 and abs(noisy["a"] - 0.4) < 0.1
+    # steps that logged nothing (NaN) are left out, and too few points give NaN instead of a fit
+    with_gaps = se.fit_entropy_reward(np.r_[h, np.nan], np.r_[-0.4 * np.exp(h) + 1.1, 0.3])
+    assert math.isclose(with_gaps["a"], 0.4, rel_tol=1e-9)
+    assert all(math.isnan(v) for v in se.fit_entropy_reward(h[:2], h[:2]).values())
+
+
+def test_collapse_step_is_the_first_step_below_a_tenth_of_the_start():
+    se = load_script("study_entropy")
+    h = np.array([1.0, 1.0, 1.0, 0.5, 0.2, np.nan, 0.09, 0.05])
+    assert se.collapse_step(h) == 7
+    assert se.collapse_step(np.array([1.0, 0.9, 0.8])) is None
+    assert se.collapse_step(np.array([np.nan, np.nan])) is None
+
+
+@pytest.mark.parametrize("argv, word", [(["--steps", "0"], "--steps"), (["--methods", "dapo,ppo"], "--methods"),
+                                        (["--group-size", "1"], "--group-size"), (["--k", "0"], "--k")])
+def test_bad_options_are_named(argv, word, capsys):
+    se = load_script("study_entropy")
+    with pytest.raises(SystemExit):
+        se.parse_args(argv)
+    assert word in capsys.readouterr().err
+
+
+@pytest.mark.slow  # SFT + 2 RL runs of 3 steps + 3 evaluations: ~2 min idle on 2 cores, ~9 min at load 12
+def test_quick_study_end_to_end_and_reuse(tmp_path, capsys):
+    se = load_script("study_entropy")
+    out = tmp_path / "study"
+    ret = se.main(["--quick", "--out", str(out), "--json"])
+    assert json.loads(capsys.readouterr().out) == ret
+    assert set(ret["methods"]) == {"dapo", "opo"} and set(ret["sft_pass_at_k"]) == {"pass@1", "pass@4"}
+    base = ret["sft_pass_at_k"]
+    assert 0 <= base["pass@1"] <= base["pass@4"] <= 1  # pass@k cannot fall as k grows
+    for name, row in ret["methods"].items():
+        assert row["seeds"] == 1 and len(row["curves"]["entropy"][0]) == 3
+        logged = [json.loads(line)["scalars"].get("update/entropy") for line in
+                  (next((out).glob(f"rl-*/{name}/seed0")) / "tb" / "metrics.jsonl").read_text().splitlines()]
+        assert row["curves"]["entropy"][0] == logged and all(x is not None and x > 0 for x in logged)
+        fit = row["fits"][0]
+        assert all(fit[k] is not None for k in ("a", "b")), fit  # three (entropy, reward) points: a fit
+        assert row["pass_at_k"]["pass@1"][0] <= row["pass_at_k"]["pass@4"][0]
+    table = (out / "study_entropy.md").read_text()
+    assert "| SFT policy |" in table and "| dapo |" in table and "| opo |" in table
+    assert json.loads((out / "progress.json").read_text())["done"] == 2
+    assert (out / "study_entropy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = se.main(["--quick", "--out", str(out)])  # finished runs and evaluations are reused
+    assert again["methods"] == ret["methods"] and again["seconds"] < ret["seconds"]
