@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from vagent_jax.bench_timing import fp32_matmul_peak, time_calls
-from vagent_jax.kernels.sampling import SamplingConfig, sample
+from vagent_jax.engine import SamplingConfig
+from vagent_jax.kernels.sampling import sample
 
 
 def bench_vocab(batch: int, vocab: int, repeats: int) -> dict[str, float]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from vagent_jax.engine import Trajectory
 from vagent_jax.envs import Message, Reward, get_env
 from vagent_jax.rollout import RolloutResult
-from vagent_jax.sampling.engine import Trajectory
 
 # 4 slots: with 4 tasks every pass (k samples, live DeepConf, GenSelect judge) prefills 4 rows of the same
 # 512-token bucket, so the runs share one set of compiled programs

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from vagent_jax.chat_template import render_chat
+from vagent_jax.engine import EngineConfig
 from vagent_jax.envs import Environment
 from vagent_jax.eval.genselect_policy import GenSelectSettings, PolicyJudge
-from vagent_jax.sampling.engine import EngineConfig
 from vagent_jax.train.policy_dir import Policy
 
 

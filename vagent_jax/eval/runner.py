@@ -20,15 +20,14 @@ import numpy as np
 
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import TaskConfig, eval_tasks, make_env
+from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.eval.budgets import check_eval_budgets, problem_text
 from vagent_jax.eval.genselect_policy import GenSelectSettings, PolicyJudge, genselect_rounds
 from vagent_jax.eval.policy_rollouts import (check_out_file, check_tasks, load_checked_policy, sample_rollouts,
                                              solution_text, to_sample)
 from vagent_jax.eval.sample_metrics import (CI_METHOD, DeepConfSettings, EvalSample, aggregate,
                                             label_of, live_online_scores, online_threshold_of, task_scores)
-from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.sampling.engine import EngineConfig
 from vagent_jax.sharding import MeshConfig
 
 
