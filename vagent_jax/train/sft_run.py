@@ -232,7 +232,8 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
             curve = [(int(a), float(b)) for a, b in restored.extra.get("val_curve", [])]
     step_fn = make_sft_step(model_cfg, cfg.optimizer, mesh, cfg.micro_batches)
     writer = MetricsWriter(out / "tb", purge_step=start + 1 if start else None)
-    bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft", enabled=is_primary())
+    bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft", enabled=is_primary(),
+                      line_every=cfg.log_every)
     guard = BadStepGuard(cfg.max_bad_steps, streak)
     val = cfg.validation
     if validate is not None and start and start % val.every == 0 and (not curve or curve[-1][0] != start):
