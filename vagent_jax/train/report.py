@@ -105,7 +105,7 @@ def _draw_bars(ax: Any, panel: Bars) -> None:
     err = [[v - a for v, a in zip(vals, lo)], [b - v for v, b in zip(vals, hi)]]
     ax.bar(labels, vals, yerr=err, capsize=6, color=[f"C{i}" for i in range(len(labels))])
     for i, v in enumerate(vals):
-        ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, v / 2, f"{v:.3g}\n[{lo[i]:.3g}, {hi[i]:.3g}]", ha="center", va="center", fontsize=8, color="white")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3, axis="y")
 
