@@ -28,20 +28,19 @@ import dataclasses
 import functools
 import json
 import os
-import statistics
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
+from vagent_jax.bench_timing import fp32_matmul_peak, time_calls  # noqa: E402
 from vagent_jax.models.config import PRESETS, ModelConfig  # noqa: E402
-from vagent_jax.models.transformer import forward, init_cache, init_params  # noqa: E402
+from vagent_jax.models.transformer import forward, init_cache  # noqa: E402
+from vagent_jax.testing import random_params  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,47 +83,6 @@ class Row:
     def mfu(self, peak_flops: float) -> float:
         """Model FLOP utilisation: achieved model FLOP/s at the best time / peak FLOP/s."""
         return self.gflops_per_s * 1e9 / peak_flops
-
-
-def time_calls(call: Callable[[], Any], reps: int, warmup: int = 1) -> tuple[float, float]:
-    """(best, median) wall seconds of `call()` over `reps` runs after `warmup` runs (outputs blocked on)."""
-    if reps < 1:
-        raise ValueError(f"reps must be >= 1, got {reps}")
-    for _ in range(warmup):
-        jax.block_until_ready(call())
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
-
-
-def matmul_peak(n: int, reps: int) -> float:
-    """Best fp32 matmul FLOP/s of a jitted n x n @ n x n jnp.dot (FLOPs = 2 n^3)."""
-    ka, kb = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(ka, (n, n), jnp.float32)
-    b = jax.random.normal(kb, (n, n), jnp.float32)
-    dot = jax.jit(lambda x, y: jnp.dot(x, y, precision=jax.lax.Precision.HIGHEST))
-    best, _ = time_calls(lambda: dot(a, b), reps)
-    return 2.0 * n**3 / best
-
-
-def random_params(cfg: ModelConfig, seed: int) -> Any:
-    """Params shaped like init_params (norms 1, other weights normal(init_std)) drawn with numpy.
-
-    Timing does not depend on the values; numpy skips compiling the threefry init, which takes ~15 s on CPU.
-    """
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(seed))
-
-    def fill(path: Any, leaf: jax.ShapeDtypeStruct) -> jax.Array:
-        if "norm" in jax.tree_util.keystr(path):
-            return jnp.ones(leaf.shape, leaf.dtype)
-        w = rng.standard_normal(leaf.shape, dtype=np.float32) * np.float32(cfg.init_std)
-        return jnp.asarray(w, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def dense_flops(cfg: ModelConfig, tokens: int) -> float:
@@ -242,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     peak_n, peak_reps = (512, 5) if args.quick else (2048, 5)
 
     # The machine is shared: sample the peak before, between and after the presets and keep the best.
-    peaks = [matmul_peak(peak_n, peak_reps)]
+    peaks = [fp32_matmul_peak(peak_n, peak_reps)]
     rows: list[Row] = []
     for name in names:
         rows += bench_preset(name, PRESETS[name], shapes[name])
-        peaks.append(matmul_peak(peak_n, peak_reps))
+        peaks.append(fp32_matmul_peak(peak_n, peak_reps))
     peak = max(peaks)
     num_params = {n: PRESETS[n].num_params for n in names}
 

@@ -38,7 +38,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vagent_jax.chat_template import render_chat, stop_token_ids  # noqa: E402
@@ -46,8 +45,8 @@ from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig  # noqa
 from vagent_jax.envs import EnvWorkerPool, get_env  # noqa: E402
 from vagent_jax.envs import bench_tool  # noqa: E402
 from vagent_jax.models.config import PRESETS, ModelConfig  # noqa: E402
-from vagent_jax.models.transformer import init_params  # noqa: E402
 from vagent_jax.rollout import RolloutResult, RolloutRunner  # noqa: E402
+from vagent_jax.testing import random_params  # noqa: E402
 from vagent_jax.tokenizer import Tokenizer  # noqa: E402
 from vagent_jax.tokenizer_train import train_sentencepiece  # noqa: E402
 
@@ -56,18 +55,6 @@ TARGET_RATIO = 0.8
 # A model small enough that decode is fast on a CPU, so env latency weighs more than with 4m.
 SMALL_PRESETS = {"tiny": ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
                                      d_ff=128, qk_norm=True, max_seq_len=1024)}
-
-
-def random_params(cfg: ModelConfig, seed: int) -> Any:
-    """init_params' tree with normal(init_std) weights and unit norms, drawn in numpy (nothing to compile)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path: Any, leaf: Any) -> jax.Array:
-        if "norm" in jax.tree_util.keystr(path):
-            return jnp.ones(leaf.shape, leaf.dtype)
-        return jnp.asarray(rng.normal(0.0, cfg.init_std, leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(lambda: init_params(cfg, jax.random.key(seed))))
 
 
 def build_tokenizer(out_dir: str, n_tasks: int, vocab_size: int) -> Tokenizer:

@@ -13,33 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+from vagent_jax.bench_timing import fp32_matmul_peak, time_calls
 from vagent_jax.engine import SamplingConfig
 from vagent_jax.kernels.sampling import sample
-
-
-def best_time(fn: Callable[[], jax.Array], repeats: int) -> float:
-    """Best wall time in seconds of fn() (blocked until ready) after one warm-up call."""
-    jax.block_until_ready(fn())
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def matmul_peak_flops(n: int = 1024, repeats: int = 10) -> float:
-    """fp32 FLOP/s of a jitted n x n x n matmul, 2 n^3 / best time."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    return 2.0 * n**3 / best_time(lambda: dot(a, b), repeats)
 
 
 def bench_vocab(batch: int, vocab: int, repeats: int) -> dict[str, float]:
@@ -54,14 +34,14 @@ def bench_vocab(batch: int, vocab: int, repeats: int) -> dict[str, float]:
     tracking_top_p = jax.jit(lambda x, k: sample(x, k, *top_p_rows))
     row_sum = jax.jit(lambda x: jnp.sum(x, axis=-1))
 
-    t_cat = best_time(lambda: categorical(logits, key), repeats)
-    t_track = best_time(lambda: tracking(logits, key), repeats)
+    t_cat = time_calls(lambda: categorical(logits, key), repeats)[0]
+    t_track = time_calls(lambda: tracking(logits, key), repeats)[0]
     # top_p = 0.95 at T = 0.6: on these flat logits the nucleus is wider than the 256 candidates, so the
     # pre-pass falls back to a full sort; on peaked (x4) logits it stays on the candidate path
-    t_top_p = best_time(lambda: tracking_top_p(logits, key), max(2, repeats // 4))
+    t_top_p = time_calls(lambda: tracking_top_p(logits, key), max(2, repeats // 4))[0]
     peaked = logits * 4.0
-    t_top_p_peaked = best_time(lambda: tracking_top_p(peaked, key), repeats)
-    t_sum = best_time(lambda: row_sum(logits), repeats)
+    t_top_p_peaked = time_calls(lambda: tracking_top_p(peaked, key), repeats)[0]
+    t_sum = time_calls(lambda: row_sum(logits), repeats)[0]
     nbytes = logits.size * logits.dtype.itemsize
     return {
         "batch": batch, "vocab": vocab,
@@ -85,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.batch < 1 or args.repeats < 1 or min(args.vocab) < 1:
         parser.error("--batch, --repeats and every --vocab must be >= 1")
 
-    peak = matmul_peak_flops()
+    peak = fp32_matmul_peak(1024, 10)
     rows = [bench_vocab(args.batch, v, args.repeats) for v in args.vocab]
     result = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
               "matmul_peak_gflops": peak / 1e9, "target_ratio": 1.10, "results": rows}

@@ -150,7 +150,7 @@ def test_sft_compiles_for_v5e_and_reports_memory_and_cost():
     # the arguments hold this chip's shard of the train state plus its rows of the batch (4 x [8, 64] / 4)
     assert p.argument_bytes >= per_device_bytes(state) + 4 * 2 * 64 * 4
     assert p.alias_bytes > 0  # the state is donated
-    assert p.temp_bytes >= 0 and p.code_bytes > 0 and p.xla_flops > 0 and p.xla_bytes > 0
+    assert p.code_bytes > 0 and p.xla_flops > 0 and p.xla_bytes > 0
     assert p.model_flops == train_model_flops(report.model, 8, 64)
     assert report.estimated_time(p) > 0 and "mfu_estimate" not in report.to_dict()["programs"][0]
     check_fits(report)
@@ -171,7 +171,7 @@ def test_rl_compiles_update_and_decode_for_v5e(policy_dir):
     # while decoding, the AdamW moments stay in HBM: resident is this chip's shard of them
     assert decode.resident_bytes > 0 and decode.peak_bytes > decode.argument_bytes
     assert decode.model_flops == decode_model_flops(report.model, 4, 64, 1)
-    assert all(p.xla_flops > 0 and p.temp_bytes >= 0 for p in report.programs)
+    assert all(p.xla_flops > 0 for p in report.programs)
     check_fits(report)
 
 

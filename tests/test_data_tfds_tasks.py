@@ -61,3 +61,14 @@ def test_a_build_finished_by_another_process_meanwhile_is_used(tmp_path, monkeyp
                         lambda self, *a, **k: (_ for _ in ()).throw(FileExistsError("unrelated")))
     with pytest.raises(FileExistsError, match="unrelated"):  # no finished build to fall back on: not hidden
         build_generated_tasks(tiny_generator, name="race2", data_dir=tmp_path, splits={"train": (5, 1)})
+
+
+def test_build_says_what_it_builds_and_nothing_else(tmp_path, capfd):
+    build_generated_tasks(tiny_generator, name="quiet", data_dir=tmp_path, splits={"train": (6, 1), "test": (2, 2)})
+    out, err = capfd.readouterr()
+    assert out.splitlines() == [f"building task set quiet (train 6, test 2 tasks from tiny_generator) in "
+                                f"{tmp_path / 'generated_tasks' / 'quiet' / '1.0.0'}: generated here, nothing is "
+                                "downloaded"]
+    assert err == ""  # no absl warning, no TFDS progress bars
+    build_generated_tasks(tiny_generator, name="quiet", data_dir=tmp_path, splits={"train": (6, 1), "test": (2, 2)})
+    assert capfd.readouterr() == ("", "")  # a reused build prints nothing

@@ -15,7 +15,8 @@ from vagent_jax.engine import DecodeEngine, DecodeState, EngineConfig, SamplingC
 from vagent_jax.engine import programs as engine_programs
 from vagent_jax.eval.deepconf import group_confidences, stop_position, trace_score
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import forward, init_params
+from vagent_jax.models.transformer import forward
+from vagent_jax.testing import random_params
 
 # init_std 0.5 makes logits peaked, so greedy argmax never sits on a near-tie between cached and full forward.
 # Untied embeddings: a NaN embedding row poisons only the rows that read that token. Engines share compiled
@@ -27,21 +28,9 @@ NO_STOP: tuple[int, ...] = ()
 PAD = 48  # every naive forward runs at this length
 
 
-def random_params(cfg: ModelConfig, seed: int = 0):
-    """Random weights in init_params' tree (norm scales near 1), drawn in numpy: eval_shape compiles nothing."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        is_norm = "norm" in jax.tree_util.keystr(path)
-        x = (1.0 if is_norm else 0.0) + rng.normal(0.0, 0.1 if is_norm else cfg.init_std, leaf.shape)
-        return jnp.asarray(x, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(lambda: init_params(cfg, jax.random.key(0))))
-
-
 @pytest.fixture(scope="module")
 def params():
-    return random_params(CFG)
+    return random_params(CFG, norm_std=0.1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_fixture import TINY_ENGINE, make_tiny_policy, scripted_result
+from eval_fixture import TINY_ENGINE, scripted_result
 from vagent_jax.cli import main
 from vagent_jax.config import from_dict
 from vagent_jax.data.task_source import TaskConfig, train_tasks
@@ -17,6 +17,7 @@ from vagent_jax.eval import distill
 from vagent_jax.eval.distill import (DistillConfig, distill_from_results, filter_by_pass_rate,
                                      passing_conversations, with_ids)
 from vagent_jax.eval.policy_rollouts import check_tasks
+from vagent_jax.testing import tiny_policy_dir
 from vagent_jax.train.sft_run import SFTConfig, demo_conversations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +104,7 @@ def test_run_distill_plumbing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.slow  # ~30 s on an idle 2-core machine, mostly compiling the engine's programs
 def test_distill_cli_on_a_tiny_policy(tmp_path: Path) -> None:
-    make_tiny_policy(tmp_path / "pol")
+    tiny_policy_dir(tmp_path / "pol")
     sft_out, tasks_out = tmp_path / "sft.jsonl", tmp_path / "tasks.jsonl"
     rc = main(["distill", str(ROOT / "configs" / "distill_calculator.yaml"), "--checkpoint", str(tmp_path / "pol"),
                "--outputs", "tasks", "num_tasks=2", "k=2", "tasks.num_tasks=8", f"tasks.data_dir={tmp_path / 'data'}",

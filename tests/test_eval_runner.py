@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval_fixture import TINY_ENGINE, TINY_MODEL, make_tiny_policy, scripted_result
+from eval_fixture import TINY_ENGINE, scripted_result
 from vagent_jax.cli import main
 from vagent_jax.config import from_dict, load_config
 from vagent_jax.envs import get_env
@@ -19,7 +19,7 @@ from vagent_jax.eval.genselect import genselect
 from vagent_jax.eval.genselect_policy import genselect_rounds
 from vagent_jax.eval.sample_metrics import (DeepConfSettings, EvalSample, aggregate, bootstrap_interval,
                                             live_online_scores, pass_ks, task_scores)
-from vagent_jax.models.config import ModelConfig
+from vagent_jax.testing import tiny_model_config, tiny_policy_dir
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import write_policy_meta
 
@@ -117,7 +117,8 @@ class _ScriptedJudge:
         return out
 
 
-def test_run_eval_report_from_scripted_rollouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _scripted_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, judge: type) -> runner.EvalConfig:
+    """run_eval's sampling, policy and budget check replaced: 2 tasks x 4 scripted samples, `judge`."""
     tasks = get_env("calculator").generate_tasks(2, 1, 1)
     replies = [["<answer>7</answer>", "<answer> 7 </answer>", "<answer>3</answer>", "no answer"],
                ["<answer>5</answer>"] * 4]
@@ -126,11 +127,15 @@ def test_run_eval_report_from_scripted_rollouts(tmp_path: Path, monkeypatch: pyt
               for j, (oks, confs) in enumerate([(OK_A, CONF_A), ([True] * 4, [[3.0] * 4] * 4)])]
     monkeypatch.setattr(runner, "sample_rollouts", lambda policy, ts, *a, **kw: groups)
     monkeypatch.setattr(runner, "load_checked_policy", lambda *a: type("P", (), {"step": 7})())
-    monkeypatch.setattr(runner, "PolicyJudge", _ScriptedJudge)
-    cfg = from_dict(runner.EvalConfig, {"num_tasks": 2, "k": 4, "out": str(tmp_path / "e.json"), "genselect":
-                                        {"candidates": 4, "rounds": 3},
-                                        "deepconf": {k: v for k, v in vars(DC).items()}})
-    report = runner.run_eval(cfg, "ckpt")
+    monkeypatch.setattr(runner, "check_eval_budgets", lambda *a: None)
+    monkeypatch.setattr(runner, "PolicyJudge", judge)
+    return from_dict(runner.EvalConfig, {"num_tasks": 2, "k": 4, "out": str(tmp_path / "e.json"), "genselect":
+                                         {"candidates": 4, "rounds": 3},
+                                         "deepconf": {k: v for k, v in vars(DC).items()}})
+
+
+def test_run_eval_report_from_scripted_rollouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    report = runner.run_eval(_scripted_eval(tmp_path, monkeypatch, _ScriptedJudge), "ckpt")
     assert json.loads((tmp_path / "e.json").read_text())["metrics"] == report["metrics"]
     m = report["metrics"]
     assert m["pass@1"] == 0.625 and m["maj@4"] == 0.5 and m["deepconf/mean/weighted_vote"] == 0.5
@@ -140,13 +145,44 @@ def test_run_eval_report_from_scripted_rollouts(tmp_path: Path, monkeypatch: pyt
     assert "pass@1 (Wilson, per sample)" in table and "maj@4" in table
 
 
-@pytest.mark.slow  # ~30 s on an idle 2-core machine, mostly compiling the engine's programs
-def test_run_eval_on_a_tiny_policy(tmp_path: Path) -> None:
-    make_tiny_policy(tmp_path / "pol")
+class _CrashingJudge(_ScriptedJudge):
+    def __call__(self, prompts: list[str]) -> list[str]:
+        raise RuntimeError("judge crashed")
+
+
+def test_a_failing_stage_keeps_the_scores_computed_before_it(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _scripted_eval(tmp_path, monkeypatch, _CrashingJudge)
+    with pytest.raises(RuntimeError, match="judge crashed"):
+        runner.run_eval(cfg, "ckpt")
+    partial = json.loads((tmp_path / "e.json").read_text())
+    assert partial["incomplete"] == {"stage": "genselect", "error": "RuntimeError: judge crashed"}
+    assert partial["metrics"]["pass@1"] == 0.625 and partial["metrics"]["maj@4"] == 0.5
+    assert "genselect@4" not in partial["metrics"] and partial["step"] == 7
+
+
+@pytest.mark.slow  # ~40 s on an idle 2-core machine, mostly compiling the engine's programs
+def test_shipped_eval_config_runs_on_a_demo_shaped_policy(tmp_path: Path) -> None:
+    # README's `vagent eval configs/eval_calculator.yaml --checkpoint runs/demo/rl`: a policy with the demo's
+    # 256-token context and a small calculator tokenizer, the config's own engine budgets (max_len 192)
+    tiny_policy_dir(tmp_path / "pol", max_seq_len=256)
     out = tmp_path / "eval.json"
     rc = main(["eval", str(ROOT / "configs" / "eval_calculator.yaml"), "--checkpoint", str(tmp_path / "pol"),
-               "num_tasks=4", "k=2", "deepconf.warmup=1", "genselect.candidates=2", "genselect.rounds=1",
-               "genselect.max_new_tokens=8", f"out={out}", *TINY_ENGINE])
+               "num_tasks=2", "k=2", "deepconf.warmup=1", "engine.batch_slots=4", "env_workers=1", f"out={out}"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert "incomplete" not in report and report["num_tasks"] == 2 and report["k"] == 2
+    assert report["config"]["engine"]["max_len"] == 192
+    assert {"pass@1", "deepconf_online_live/accuracy"} <= set(report["metrics"])
+
+
+@pytest.mark.slow  # ~30 s on an idle 2-core machine, mostly compiling the engine's programs
+def test_run_eval_on_a_tiny_policy(tmp_path: Path) -> None:
+    tiny_policy_dir(tmp_path / "pol")
+    out = tmp_path / "eval.json"
+    rc = main(["eval", str(ROOT / "configs" / "eval_calculator.yaml"), "--checkpoint", str(tmp_path / "pol"),
+               "num_tasks=4", "k=2", "deepconf.warmup=1", "genselect.enabled=true", "genselect.candidates=2",
+               "genselect.rounds=1", "genselect.max_new_tokens=8", f"out={out}", *TINY_ENGINE])
     assert rc == 0
     report = json.loads(out.read_text())
     m = report["metrics"]
@@ -163,7 +199,7 @@ def test_run_eval_on_a_tiny_policy(tmp_path: Path) -> None:
 
 
 def test_model_mismatch_names_the_file(tmp_path: Path) -> None:
-    model = ModelConfig(**TINY_MODEL)
+    model = tiny_model_config()
     write_policy_meta(tmp_path, model, OptimizerConfig(), "chatml", tmp_path / "tokenizer")  # checked first
     wrong = {**vars(model), "rope_scaling": vars(model.rope_scaling), "d_model": 64}
     cfg = from_dict(runner.EvalConfig, {"model": wrong, "out": str(tmp_path / "e.json"), "num_tasks": 1, "k": 2,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,8 +15,8 @@ from vagent_jax.chat_template import render_chat, render_turn_suffix, stop_token
 from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig, Trajectory, TurnEnd
 from vagent_jax.envs import EnvWorkerPool, bench_tool, get_env
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import init_params
 from vagent_jax.rollout import RolloutRunner
+from vagent_jax.testing import random_params
 from vagent_jax.tokenizer_train import train_sentencepiece
 
 import rollout_fault_env  # noqa: F401  (registers rollout_fault_test in this process too)
@@ -98,18 +96,6 @@ def pool():
     # so a worker that first imports this test module (jax, the engine) can overrun it on a loaded machine.
     with EnvWorkerPool(2, env_modules=["rollout_fault_env", bench_tool.MODULE], deadline_margin_s=10.0) as p:
         yield p
-
-
-def random_params(cfg: ModelConfig, seed: int = 0):
-    """Random weights in init_params' tree drawn in numpy (eval_shape compiles nothing)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        is_norm = "norm" in jax.tree_util.keystr(path)
-        x = (1.0 if is_norm else 0.0) + rng.normal(0.0, 0.02 if is_norm else 0.3, leaf.shape)
-        return jnp.asarray(x, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(lambda: init_params(cfg, jax.random.key(0))))
 
 
 def runs(mask) -> list[tuple[int, int, int]]:
@@ -214,7 +200,7 @@ def test_real_engine_end_to_end(tok, pool):
     """Tiny random model, bench_tool env (any turn ending on a stop id is a tool call, 2 per episode)."""
     cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16,
                       d_ff=64, qk_norm=True, max_seq_len=256)
-    params = random_params(cfg)
+    params = random_params(cfg, std=0.3, norm_std=0.02)
     ordinary = [i for i in range(tok.vocab_size) if not tok.is_special(i)]
     stops = list(stop_token_ids(TEMPLATE, tok)) + ordinary[::4]  # ~1 in 4 sampled tokens ends the turn
     ecfg = EngineConfig(batch_slots=2, max_len=256, max_new_tokens=8, chunk_steps=4, min_prefill_bucket=128,

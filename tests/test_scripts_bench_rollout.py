@@ -6,7 +6,6 @@ import pytest
 from script_module import load_script
 
 
-
 @pytest.mark.slow  # ~7 XLA compiles of the tiny model: 20 s on a quiet 2-core machine, minutes under load
 def test_tiny_json_run(capsys):
     br = load_script("bench_rollout")
@@ -23,8 +22,9 @@ def test_tiny_json_run(capsys):
         assert s["generated_tokens"] > 0 and s["wall_s"] > 0
         assert math.isclose(s["tokens_per_s"], s["generated_tokens"] / s["wall_s"])
         assert 0 <= s["env_wait_s"] <= s["wall_s"] and s["env_latency_s"] > 0
-        # every episode that was not cut by the token budget made exactly --tool-calls tool calls
-        assert s["min_tool_calls_complete"] == 2 or s["truncated"] == 4
+        # every episode that was not cut by the token budget made exactly --tool-calls tool calls, and the
+        # tiny run finishes at least one, so the check has an episode to look at
+        assert s["truncated"] < 4 and s["min_tool_calls_complete"] == 2, s
         assert s["turns"] <= 4 * 3 and s["truncated"] <= 4
         assert s["new_programs"] == 0, "the timed pass compiled something its warm-up had not"
     assert math.isclose(out["ratio"], out["slow"]["tokens_per_s"] / out["instant"]["tokens_per_s"])

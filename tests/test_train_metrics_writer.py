@@ -98,24 +98,38 @@ class _Tty(io.StringIO):
         return True
 
 
-def test_progress_bar_shows_key_numbers_on_a_tty_only() -> None:
-    metrics = {"rl/reward_mean": 0.5, "rl/pass_rate": 0.25, "rl/entropy": 1.2345678, "perf/step_time": 3.0,
-               "rl/loss": 9.0}
+METRICS = {"rl/reward_mean": 0.5, "rl/pass_rate": 0.25, "rl/entropy": 1.2345678, "perf/step_time": 3.0,
+           "rl/loss": 9.0}
+
+
+def test_progress_bar_shows_key_numbers_on_a_tty() -> None:
     tty = _Tty()
     bar = ProgressBar(total=10, stream=tty)
-    bar.update(3, metrics)
+    bar.update(3, METRICS)
     bar.close()
     text = tty.getvalue()
     assert "3/10" in text
     for piece in ("reward=0.5", "pass_rate=0.25", "entropy=1.235", "step_time=3"):
         assert piece in text
     assert "loss" not in text
-    quiet = io.StringIO()
-    bar = ProgressBar(total=10, stream=quiet)
-    bar.update(3, metrics)
-    bar.close()
     off = _Tty()
     bar = ProgressBar(total=10, stream=off, enabled=False)
-    bar.update(3, metrics)
+    bar.update(3, METRICS)
     bar.close()
-    assert quiet.getvalue() == "" and off.getvalue() == ""
+    assert off.getvalue() == ""
+
+
+def test_progress_off_a_tty_is_a_line_every_n_steps_and_at_the_end() -> None:
+    piped = io.StringIO()
+    bar = ProgressBar(total=7, stream=piped, desc="rl", line_every=3)
+    for step in range(1, 8):
+        bar.update(step, METRICS)
+    bar.close()
+    want = "reward=0.5 pass_rate=0.25 entropy=1.235 step_time=3"
+    assert piped.getvalue().splitlines() == [f"rl step 3/7: {want}", f"rl step 6/7: {want}", f"rl step 7/7: {want}"]
+    off = io.StringIO()
+    bar = ProgressBar(total=7, stream=off, enabled=False, line_every=1)
+    bar.update(1, METRICS)
+    assert off.getvalue() == ""  # a non-primary process prints nothing
+    with pytest.raises(ValueError, match="line_every"):
+        ProgressBar(total=7, stream=off, line_every=0)

@@ -4,18 +4,9 @@ import numpy as np
 import pytest
 
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import init_params
+from vagent_jax.testing import random_params
 from vagent_jax.train.packing import first_fit, pack_examples
 from vagent_jax.train.token_stats import sequence_token_stats
-
-
-def host_params(cfg, seed):
-    """Params of cfg's shapes drawn on the host (N(0, 0.1) weights, unit norms): skips compiling init."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
-    return jax.tree_util.tree_map_with_path(
-        lambda path, s: (np.ones(s.shape, np.float32) if str(path[-1]).strip("[]'\"").endswith("norm")
-                         else rng.normal(0, 0.1, s.shape).astype(np.float32)), shapes)
 
 
 def test_first_fit_by_hand():
@@ -51,7 +42,7 @@ def test_pack_errors_name_the_example():
 
 def test_packed_losses_equal_unpacked():
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
-    params = host_params(cfg, 1)
+    params = random_params(cfg, 1, std=0.1)
     rng = np.random.default_rng(0)
     seq_len = 16
     lengths = [7, 5, 9, 4, 6, 3]

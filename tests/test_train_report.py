@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 
 from vagent_jax.train.metrics_writer import MetricsWriter, read_jsonl_scalars
-from vagent_jax.train.report import write_report
+from vagent_jax.train.report import Bars, Curve, report_figure, write_report
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -62,3 +62,21 @@ def test_report_from_the_metrics_writer_jsonl(tmp_path: Path) -> None:
     rep = write_report(tmp_path, read_jsonl_scalars(tmp_path))
     assert rep.panels[0] == "Reward (rl/reward)" and rep.panels[1] == "Pass rate (no data)"
     assert "| `rl/reward` | 0..2 (3) | 0 | 1 | 0 | 1 |" in rep.markdown.read_text()
+
+
+def test_given_panels_draw_a_band_and_interval_bars(tmp_path: Path) -> None:
+    hist = {"e": [(1, 1.0), (2, 0.8), (3, 0.6)], "e_p10": [(1, 0.5), (2, 0.4), (3, 0.3)],
+            "e_p90": [(1, 1.5), (3, 0.9)]}
+    bars = Bars("held-out pass@1", {"before": (0.25, 0.2, 0.3), "after": (0.5, 0.4, 0.7)})
+    fig = report_figure(hist, [Curve("entropy", "e", band=("e_p10", "e_p90")), bars, Curve("missing", "nope")])
+    band_ax, bar_ax, empty_ax = fig.axes
+    (band,) = band_ax.collections  # the p10/p90 band, at the steps where both edges are logged (1 and 3)
+    xs, ys = band.get_paths()[0].vertices.T
+    assert set(np.round(xs, 6)) == {1.0, 3.0} and set(np.round(ys, 6)) == {0.5, 0.3, 1.5, 0.9}
+    assert [tuple(line.get_ydata()) for line in band_ax.lines] == [(1.0, 0.8, 0.6)]
+    assert [p.get_height() for p in bar_ax.patches] == [0.25, 0.5]
+    (caps,) = [c for c in bar_ax.collections]  # the error bars span each interval
+    assert [tuple(seg[:, 1]) for seg in caps.get_segments()] == [(0.2, 0.3), (0.4, 0.7)]
+    assert [t.get_text() for t in empty_ax.texts] == ["no data"]
+    rep = write_report(tmp_path, hist, panels=[bars], extra_tags=["e"])
+    assert rep.panels == ("held-out pass@1", "e")

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from vagent_jax.config import ConfigError, load_config
+from vagent_jax.demo import report_panels
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train import rl_run
 from vagent_jax.train.metrics_writer import read_scalars
 from vagent_jax.train.policy_dir import load_policy
+from vagent_jax.train.report import Curve
 from vagent_jax.train.rl_run import RLConfig, run_rl
 from vagent_jax.train.run_common import RunStopped
 from vagent_jax.train.sft_run import SFTConfig, run_sft
@@ -60,6 +62,10 @@ def test_rl_loop_logs_every_tag(policy_dir: Path, tmp_path: Path) -> None:
     scalars = read_scalars(tmp_path / "rl" / "tb")
     missing = [t for t in TAGS if t not in scalars]
     assert not missing, f"missing TensorBoard tags: {missing}"
+    some_eval = {"pass_rate": 0.5, "pass_rate_95ci": [0.4, 0.6]}
+    curves = [p for p in report_panels(some_eval, some_eval, 8) if isinstance(p, Curve)]
+    plotted = [t for p in curves for t in (p.tag, *(p.band or ()))]
+    assert len(plotted) == 5 and all(t in scalars for t in plotted), plotted  # the demo report's curves
     assert len(scalars["rollout/pass_rate"]) == 3
     kept = [v for _, v in scalars["rollout/groups_kept"]]
     assert all(0 <= k <= 4 for k in kept) and max(kept) > 0, kept  # guesses on '?' give groups with signal

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import forward, init_params
+from vagent_jax.models.transformer import forward
 from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.sharding import MeshConfig, make_mesh
+from vagent_jax.testing import random_params
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 from vagent_jax.train.step_metrics import reduce_step_metrics
@@ -16,15 +17,6 @@ from vagent_jax.train.train_state import train_state_from_params
 CFG = ModelConfig(vocab_size=96, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64)
 OPT = OptimizerConfig(lr=1e-2, warmup_steps=0, schedule="constant")
 B, T = 4, 16
-
-
-def random_params(seed):
-    """Host params of CFG's shapes without compiling the initializer: N(0, 0.1) weights, unit norms."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda k: init_params(CFG, k), jax.random.key(0))
-    return jax.tree_util.tree_map_with_path(
-        lambda path, s: (np.ones(s.shape, np.float32) if str(path[-1]).strip("[]'\"").endswith("norm")
-                         else rng.normal(0, 0.1, s.shape).astype(np.float32)), shapes)
 
 
 def make_batch(seed=0):
@@ -54,7 +46,7 @@ def _np(tree):
 
 
 def test_compute_logprobs_matches_forward(mesh, logprobs):
-    params = random_params(0)
+    params = random_params(CFG, 0, std=0.1)
     batch = make_batch()
     lp, ent = logprobs(params, batch)
     ref = np.asarray(jax.nn.log_softmax(forward(params, batch["tokens"], batch["positions"], cfg=CFG)[0], -1))
@@ -67,7 +59,7 @@ def test_compute_logprobs_matches_forward(mesh, logprobs):
 
 
 def test_dapo_step_on_policy_then_nan_guard(mesh, logprobs):
-    params = random_params(1)
+    params = random_params(CFG, 1, std=0.1)
     state = train_state_from_params(params, CFG, OPT, mesh)
     batch = make_batch()
     _, ent = logprobs(params, batch)
@@ -98,7 +90,7 @@ def test_dapo_step_on_policy_then_nan_guard(mesh, logprobs):
 
 
 def test_micro_batches_1_vs_2_with_tis_and_ref_kl(mesh, logprobs):
-    params, ref_params = random_params(2), random_params(3)
+    params, ref_params = random_params(CFG, 2, std=0.1), random_params(CFG, 3, std=0.1)
     batch = make_batch(2)
     old, _ = logprobs(params, batch)
     noise = np.random.default_rng(5).normal(0, 0.3, (B, T)).astype(np.float32)
@@ -125,7 +117,7 @@ def test_micro_batches_1_vs_2_with_tis_and_ref_kl(mesh, logprobs):
 def test_abstract_lowering_and_bad_inputs_are_named(mesh):
     batch = make_batch()
     plain = make_rl_step(CFG, OPT, PolicyLossConfig(), mesh, micro_batches=2)
-    concrete = train_state_from_params(random_params(0), CFG, OPT, mesh)
+    concrete = train_state_from_params(random_params(CFG, 0, std=0.1), CFG, OPT, mesh)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), concrete)
     spec = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for k, v in batch.items()}
     text = plain.lower(abstract, spec, jax.random.key(0)).as_text()

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import forward, init_params
+from vagent_jax.models.transformer import forward
 from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.sharding import MeshConfig, make_mesh
+from vagent_jax.testing import random_params
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 from vagent_jax.train.step_metrics import StepMetrics, reduce_step_metrics
@@ -17,14 +18,6 @@ from vagent_jax.train.train_state import train_state_from_params
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
 OPT = OptimizerConfig(lr=1e-2, warmup_steps=0, schedule="constant")
 B, T = 8, 12
-
-
-def _params(seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda k: init_params(CFG, k), jax.random.key(0))
-    return jax.tree_util.tree_map_with_path(
-        lambda path, s: (np.ones(s.shape, np.float32) if str(path[-1]).strip("[]'\"").endswith("norm")
-                         else rng.normal(0, 0.3, s.shape).astype(np.float32)), shapes)
 
 
 def _batch(seed=0, lengths=None):
@@ -53,7 +46,7 @@ SELECTING = {
 def test_selections_and_gradient_do_not_depend_on_micro_batches(mesh, name):
     """1 vs 4 micro-batches: the same tokens selected (frac_kept / frac_detached), loss and grad norm.
     Selecting per micro-batch changed the 80/20 gradient by up to 0.1 at 4 micro-batches."""
-    cfg, params = SELECTING[name], _params(1)
+    cfg, params = SELECTING[name], random_params(CFG, 1, std=0.3)
     batch = _batch(1)
     old, _ = make_compute_logprobs(CFG, mesh)(params, batch)
     batch["old_logp"] = np.asarray(old) + np.random.default_rng(2).normal(0, 0.2, (B, T)).astype(np.float32)
@@ -70,7 +63,7 @@ def test_selections_and_gradient_do_not_depend_on_micro_batches(mesh, name):
 
 @pytest.mark.parametrize("temperature", [0.8, 1.3])
 def test_logprobs_and_entropy_at_the_rollout_temperature(mesh, temperature):
-    params, batch = _params(4), _batch(4)
+    params, batch = random_params(CFG, 4, std=0.3), _batch(4)
     lp, ent = make_compute_logprobs(CFG, mesh, temperature=temperature)(params, batch)
     logits = np.asarray(forward(params, batch["tokens"], batch["positions"], cfg=CFG)[0], np.float64) / temperature
     top = logits.max(-1, keepdims=True)
@@ -91,7 +84,7 @@ def test_logprobs_and_entropy_at_the_rollout_temperature(mesh, temperature):
 def test_metrics_reduce_exactly_over_updates_of_unequal_size(mesh):
     """Two mini-batch updates of 6 and 30 counted tokens (lr ~0, so the params do not move between them)
     report what one update over all 36 tokens reports; a mean of the two means would weigh them equally."""
-    params = _params(5)
+    params = random_params(CFG, 5, std=0.3)
     lengths = [1, 1, 2, 2, 8, 8, 7, 7]
     batch = _batch(5, lengths)
     old, _ = make_compute_logprobs(CFG, mesh)(params, batch)

@@ -6,17 +6,9 @@ import numpy as np
 import pytest
 
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import forward, init_params
+from vagent_jax.models.transformer import forward
+from vagent_jax.testing import random_params
 from vagent_jax.train.token_stats import next_token_valid, sequence_token_stats, token_logprobs_and_entropy
-
-
-def host_params(cfg, seed):
-    """Params of cfg's shapes drawn on the host (N(0, 0.1) weights, unit norms): skips compiling init."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
-    return jax.tree_util.tree_map_with_path(
-        lambda path, s: (np.ones(s.shape, np.float32) if str(path[-1]).strip("[]'\"").endswith("norm")
-                         else rng.normal(0, 0.1, s.shape).astype(np.float32)), shapes)
 
 
 def naive_stats(h, w, targets):
@@ -92,7 +84,7 @@ def test_bad_shapes_name_the_tensor():
 
 def test_sequence_stats_align_to_target_token_and_segments():
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
-    params = host_params(cfg, 0)
+    params = random_params(cfg, 0, std=0.1)
     rng = np.random.default_rng(0)
     B, T = 2, 12
     tokens = jnp.asarray(rng.integers(0, 64, (B, T)), jnp.int32)

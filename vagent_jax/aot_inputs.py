@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vagent_jax.engine import programs as engine_programs
 from vagent_jax.engine.state import DecodeState, StepConsts, init_state
 from vagent_jax.engine.state import state_shardings as decode_state_shardings
 from vagent_jax.models.config import ModelConfig

@@ -25,7 +25,7 @@ from vagent_jax.sharding import MeshConfig
 from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import load_policy
-from vagent_jax.train.report import write_report
+from vagent_jax.train.report import Bars, Curve, Panel, write_report
 from vagent_jax.train.rl_run import RLConfig, run_rl
 from vagent_jax.train.run_common import check_writable, run_mesh
 from vagent_jax.train.sft_run import SFTConfig, TokenizerConfig, run_sft
@@ -120,18 +120,38 @@ def _evaluate(cfg: DemoConfig, run_dir: Path, name: str, tasks: list[dict], resu
     return metrics
 
 
+def report_panels(sft_eval: dict[str, Any], rl_eval: dict[str, Any], eval_tasks: int) -> list[Panel]:
+    """report.png: the RL curves (reward, entropy with its p10/p90 band, response length) and the held-out
+    pass@1 of each stage with its 95% interval."""
+    pass_at_1 = {label: (e["pass_rate"], *e["pass_rate_95ci"]) for label, e in (("SFT", sft_eval),
+                                                                             ("SFT + DAPO", rl_eval))}
+    return [Curve("RL reward (rollout/reward_mean)", "rollout/reward_mean"),
+            Curve("RL entropy, p10-p90 band (update/entropy)", "update/entropy",
+                  band=("update/entropy_p10", "update/entropy_p90")),
+            Curve("RL response length, tokens (rollout/response_length_mean)", "rollout/response_length_mean"),
+            Bars(f"Held-out pass@1 before and after RL, 95% CI ({eval_tasks} tasks)", pass_at_1)]
+
+
+def _say(text: str) -> None:
+    print(f"vagent demo: {text}", flush=True)
+
+
 def run_demo(cfg: DemoConfig, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) every stage; returns the summary written to out_dir/summary.json."""
     out = check_writable(cfg.out_dir, "demo")
     t0 = time.perf_counter()
     sft_cfg, rl_cfg = stage_configs(cfg)
     held_out = eval_tasks(cfg.tasks)
+    _say(f"1/4 SFT (tokenizer, then up to {sft_cfg.steps} steps) into {sft_cfg.out_dir}")
     with config_scope("sft"):  # a stage's checks name the demo's full key (sft.*, rl.*, eval_engine.*)
         sft = run_sft(sft_cfg, resume=resume)
+    _say(f"2/4 held-out pass@1 of the SFT policy on {len(held_out)} tasks")
     with config_scope("eval_engine"):
         sft_eval = _evaluate(cfg, Path(sft_cfg.out_dir), "sft", held_out, resume)
+    _say(f"3/4 DAPO, {rl_cfg.steps} steps with {cfg.env_workers} environment workers, into {rl_cfg.out_dir}")
     with config_scope("rl"):
         rl = run_rl(rl_cfg, resume=resume)
+    _say(f"4/4 held-out pass@1 of the RL policy on {len(held_out)} tasks, then the report")
     with config_scope("eval_engine"):
         rl_eval = _evaluate(cfg, Path(rl_cfg.out_dir), "rl", held_out, resume)
     lift = rl_eval["pass_rate"] - sft_eval["pass_rate"]
@@ -161,5 +181,5 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict[str, Any]:
         "both habits, DAPO learns from the verifier which one pays (the tool-call column)."])
     write_report(out, history, sections={"What each stage contributed": stages,
                                          "Open the curves": f"`tensorboard --logdir {cfg.out_dir}`"},
-                 title=f"vagent demo: {cfg.tasks.env}")
+                 title=f"vagent demo: {cfg.tasks.env}", panels=report_panels(sft_eval, rl_eval, len(held_out)))
     return summary

@@ -10,8 +10,11 @@ mismatch in split sizes stops with an error rather than silently training on sta
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +137,33 @@ def build_generated_tasks(
     out_dir = generated_tasks_dir(data_dir, name)
     if _finished_build(out_dir, splits):
         return out_dir
+    sizes = ", ".join(f"{split} {n}" for split, (n, _) in splits.items())
+    print(f"building task set {name} ({sizes} tasks from {_generator_name(generator)}) in {out_dir}: generated "
+          "here, nothing is downloaded", flush=True)
+    with _quiet_tfds():
+        _prepare(generator, name, data_dir, splits)
+    return out_dir
+
+
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """Silence what TFDS says while preparing a generated set: its "Downloading and preparing dataset
+    Unknown size" lines (stdout), absl's warnings and its progress bars; errors still raise."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    tfds.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        absl_logger.setLevel(level)
+        tfds.enable_progress_bar()
+
+
+def _prepare(generator: TaskGenerator, name: str, data_dir: str | Path, splits: Mapping[str, tuple[int, int]]) -> None:
+    """Run the TFDS builder for `name`; a concurrent finished build of the same set is accepted."""
+    out_dir = generated_tasks_dir(data_dir, name)
     builder = GeneratedTasks(
         generator=generator,
         splits=splits,
@@ -151,7 +181,6 @@ def build_generated_tasks(
         # another process (a second run on the same data_dir) finished the same build first: use it
         if not _finished_build(out_dir, splits):
             raise
-    return out_dir
 
 
 def _finished_build(out_dir: Path, splits: Mapping[str, tuple[int, int]]) -> bool:

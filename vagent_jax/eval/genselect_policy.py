@@ -96,15 +96,26 @@ class PolicyJudge:
         room = self.cfg.max_len - 1 - self.cfg.max_new_tokens - frame
         per = room // max(1, len(texts))
         if per < MIN_CANDIDATE_TOKENS:
-            raise ValueError(f"genselect.candidates: {len(texts)} candidates leave {max(per, 0)} tokens each in "
-                             f"engine.max_len={self.cfg.max_len} (genselect.max_new_tokens="
-                             f"{self.cfg.max_new_tokens}); lower genselect.candidates or raise engine.max_len")
+            raise ValueError(self._budget_error(problem, len(texts), per))
         tok = self.policy.tokenizer
         out = []
         for t in texts:
             ids = tok.encode(t)
             out.append(t if len(ids) <= per - 2 else "..." + tok.decode(ids[-(per - 2):]))
         return out
+
+    def _budget_error(self, problem: str, n: int, per: int) -> str:
+        """Why n candidates do not fit: the key to change is genselect.enabled when not even one does."""
+        frame = len(self._ids(build_genselect_prompt(problem, [""])))
+        room = self.cfg.max_len - 1 - self.cfg.max_new_tokens - frame
+        if room < MIN_CANDIDATE_TOKENS:
+            return (f"genselect.enabled: the comparison prompt's frame takes {frame} tokens and the judge's reply "
+                    f"{self.cfg.max_new_tokens} (genselect.max_new_tokens) of engine.max_len={self.cfg.max_len}, "
+                    f"leaving {max(room, 0)} for even one candidate; raise engine.max_len (up to the policy's "
+                    "max_seq_len) or set genselect.enabled=false")
+        return (f"genselect.candidates: {n} candidates leave {max(per, 0)} tokens each in engine.max_len="
+                f"{self.cfg.max_len} (genselect.max_new_tokens={self.cfg.max_new_tokens}); lower "
+                "genselect.candidates or raise engine.max_len")
 
     def __call__(self, prompts: list[str]) -> list[str]:
         """Decode a reply to every prompt (one engine, seeded per call)."""

@@ -16,16 +16,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import TaskConfig, eval_tasks, make_env
+from vagent_jax.engine import EngineConfig, SamplingConfig
+from vagent_jax.eval.budgets import check_eval_budgets, problem_text
 from vagent_jax.eval.genselect_policy import GenSelectSettings, PolicyJudge, genselect_rounds
 from vagent_jax.eval.policy_rollouts import (check_out_file, check_tasks, load_checked_policy, sample_rollouts,
                                              solution_text, to_sample)
 from vagent_jax.eval.sample_metrics import (CI_METHOD, DeepConfSettings, EvalSample, aggregate,
                                             label_of, live_online_scores, online_threshold_of, task_scores)
-from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.seeds import Purpose, purpose_rng, purpose_seed
 from vagent_jax.sharding import MeshConfig
@@ -91,7 +91,7 @@ def _genselect(policy: Any, tasks: list[dict], results: list[list[Any]], samples
     """GenSelect@k per task: the policy picks among its own k solutions (label of the voted answer)."""
     env = make_env(cfg.tasks)
     judge = PolicyJudge(policy, cfg.engine, cfg.genselect, cfg.seed)
-    problems = [next(m.content for m in env.initial_messages(t) if m.role == "user") for t in tasks]
+    problems = [problem_text(env, t) for t in tasks]
     sols = [[solution_text(r) for r in rs] for rs in results]
     answers = [[x.answer for x in s] for s in samples]
     rngs = [purpose_rng(cfg.seed, Purpose.EVAL_VOTES, j) for j in range(len(tasks))]
@@ -101,36 +101,56 @@ def _genselect(policy: Any, tasks: list[dict], results: list[list[Any]], samples
              g.invalid_judgments / cfg.genselect.rounds} for g, s in zip(picked, samples)]
 
 
+def _build_report(cfg: EvalConfig, checkpoint_dir: str | Path, step: int, per_task: list[dict[str, float]],
+                  samples: list[list[EvalSample]], seconds: float) -> dict[str, Any]:
+    """The JSON report of the scores computed so far."""
+    n_correct = sum(x.correct for s in samples for x in s)
+    metrics, ci = aggregate(per_task, n_correct, len(samples) * cfg.k,
+                            seed=purpose_seed(cfg.seed, Purpose.EVAL_BOOTSTRAP))
+    return {
+        "checkpoint": str(checkpoint_dir), "step": step, "env": cfg.tasks.env, "num_tasks": len(samples),
+        "k": cfg.k, "temperature": cfg.engine.sampling.temperature, "ci_method": CI_METHOD,
+        "metrics": metrics, "ci95": ci, "generated_tokens": int(sum(x.num_tokens for s in samples for x in s)),
+        "unparsed_answers": int(sum(x.answer is None for s in samples for x in s)),
+        "seconds": seconds, "config": dataclasses.asdict(cfg),
+    }
+
+
 def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
-    """Evaluate the newest checkpoint of a policy run directory; writes cfg.out (JSON) and returns it."""
+    """Evaluate the newest checkpoint of a policy run directory; writes cfg.out (JSON) and returns it.
+
+    Every token budget is checked before the first compile. When a stage after the main sampling pass
+    (live DeepConf, GenSelect) fails, cfg.out still gets the scores computed so far, with `incomplete`
+    naming the stage and its error, and the error is raised."""
     out = check_out_file(cfg.out, "out")
     source = cfg.tasks.eval_path if cfg.tasks.source == "jsonl" else f"generated {cfg.tasks.env} held-out tasks"
     tasks = [dict(t) for t in eval_tasks(cfg.tasks, cfg.num_tasks)]
     check_tasks(tasks, cfg.tasks.env, str(source), cfg.tasks.env_args)
     policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
-    answer_of = make_env(cfg.tasks).final_answer
+    env = make_env(cfg.tasks)
+    check_eval_budgets(policy, env, tasks, cfg.engine, cfg.genselect, cfg.k)
     t0 = time.perf_counter()
     results = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k,
                               seed=purpose_seed(cfg.seed, Purpose.EVAL_SAMPLING), env_workers=cfg.env_workers,
                               env_modules=cfg.tasks.env_modules, env_kwargs=cfg.tasks.env_args)
-    samples = [[to_sample(r, answer_of) for r in rs] for rs in results]
+    samples = [[to_sample(r, env.final_answer) for r in rs] for rs in results]
     per_task = score_all(samples, cfg)
+    stages: list[tuple[str, Callable[[], list[dict[str, float]]]]] = []
     if cfg.deepconf.online and cfg.deepconf.online_live:
-        for row, extra in zip(per_task, _live_online(policy, tasks, samples, cfg, answer_of)):
-            row.update(extra)
+        stages.append(("deepconf.online_live", lambda: _live_online(policy, tasks, samples, cfg, env.final_answer)))
     if cfg.genselect.enabled:
-        for row, extra in zip(per_task, _genselect(policy, tasks, results, samples, cfg)):
+        stages.append(("genselect", lambda: _genselect(policy, tasks, results, samples, cfg)))
+    for name, stage in stages:
+        try:
+            extras = stage()
+        except (Exception, KeyboardInterrupt) as e:
+            partial = _build_report(cfg, checkpoint_dir, policy.step, per_task, samples, time.perf_counter() - t0)
+            partial["incomplete"] = {"stage": name, "error": f"{type(e).__name__}: {e}"}
+            write_report(partial, out)
+            raise
+        for row, extra in zip(per_task, extras):
             row.update(extra)
-    n_correct = sum(x.correct for s in samples for x in s)
-    metrics, ci = aggregate(per_task, n_correct, len(tasks) * cfg.k,
-                            seed=purpose_seed(cfg.seed, Purpose.EVAL_BOOTSTRAP))
-    report = {
-        "checkpoint": str(checkpoint_dir), "step": policy.step, "env": cfg.tasks.env, "num_tasks": len(tasks),
-        "k": cfg.k, "temperature": cfg.engine.sampling.temperature, "ci_method": CI_METHOD,
-        "metrics": metrics, "ci95": ci, "generated_tokens": int(sum(x.num_tokens for s in samples for x in s)),
-        "unparsed_answers": int(sum(x.answer is None for s in samples for x in s)),
-        "seconds": time.perf_counter() - t0, "config": dataclasses.asdict(cfg),
-    }
+    report = _build_report(cfg, checkpoint_dir, policy.step, per_task, samples, time.perf_counter() - t0)
     write_report(report, out)
     return report
 

@@ -170,28 +170,41 @@ def read_jsonl_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]
 
 
 class ProgressBar:
-    """A tqdm bar over training steps showing the key numbers; silent when disabled or not on a TTY."""
+    """A tqdm bar over training steps showing the key numbers on a TTY; elsewhere (a pipe, a log file) one
+    plain line every `line_every` steps and at the last step, so a redirected run still shows progress."""
 
     def __init__(self, total: int | None, keys: Sequence[str] = PROGRESS_KEYS, enabled: bool = True,
-                 stream: IO[str] | None = None, desc: str = "train") -> None:
+                 stream: IO[str] | None = None, desc: str = "train", line_every: int = 10) -> None:
         from tqdm import tqdm
 
+        if line_every < 1:
+            raise ValueError(f"ProgressBar: line_every must be >= 1, got {line_every}")
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
-        self.enabled = enabled and callable(isatty) and bool(isatty())
-        self.keys = tuple(keys)
+        self.tty = callable(isatty) and bool(isatty())
+        self.enabled = enabled and self.tty
+        self.lines = enabled and not self.tty
+        self.keys, self.total, self.desc, self.line_every = tuple(keys), total, desc, line_every
         self._bar = tqdm(total=total, desc=desc, file=self.stream, disable=not self.enabled, dynamic_ncols=True)
 
-    def update(self, step: int, scalars: Mapping[str, Any]) -> None:
-        """Move the bar to `step` and show the values of `keys` found in `scalars` (see match_tag)."""
-        if not self.enabled:
-            return
+    def _shown(self, scalars: Mapping[str, Any]) -> dict[str, str]:
         shown = {}
         for key in self.keys:
             tag = match_tag(scalars.keys(), key)
             if tag is not None:
                 shown[key] = f"{_scalar(tag, scalars[tag]):.4g}"
-        self._bar.set_postfix(shown, refresh=False)
+        return shown
+
+    def update(self, step: int, scalars: Mapping[str, Any]) -> None:
+        """Move the bar to `step` and show the values of `keys` found in `scalars` (see match_tag); off a
+        TTY, print them as one line when step is a multiple of line_every or the last step."""
+        if self.lines and (step % self.line_every == 0 or step == self.total):
+            values = " ".join(f"{k}={v}" for k, v in self._shown(scalars).items())
+            of = f"/{self.total}" if self.total else ""
+            print(f"{self.desc} step {step}{of}: {values}".rstrip(), file=self.stream, flush=True)
+        if not self.enabled:
+            return
+        self._bar.set_postfix(self._shown(scalars), refresh=False)
         self._bar.update(max(0, int(step) - self._bar.n))
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """The end-of-run report: report.md (summary table + extra sections) and report.png (one panel per curve).
 
-Fixed panels show reward, pass rate, entropy and response length per step, found in the history by
-match_tag (so 'rl/reward_mean' fills the reward panel); callers may add panels for any other tags.
+By default the panels show reward, pass rate, entropy and response length per step, found in the history
+by match_tag (so 'rl/reward_mean' fills the reward panel); callers may add curves for any other tags, or
+give their own panels: curves (with a shaded band between two tags, e.g. p10/p90) and interval bars.
 Plots use matplotlib's Agg canvas on a private Figure, so no display and no global pyplot state.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -46,34 +47,82 @@ def _checked_history(history: History) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def _panel_specs(history: Mapping[str, list], extra_tags: Sequence[str]) -> list[tuple[str, str | None]]:
-    """(title, tag or None) for each panel: the four fixed curves, then each requested extra tag."""
-    specs: list[tuple[str, str | None]] = []
+class Curve(NamedTuple):
+    """A line panel of `tag` per step (None or a tag without points: an empty "no data" panel), shaded
+    between the two `band` tags (e.g. a p10/p90 spread) at the steps where both are logged."""
+
+    title: str
+    tag: str | None
+    band: tuple[str, str] | None = None
+
+
+class Bars(NamedTuple):
+    """A bar panel: label -> (value, lo, hi), each bar with its interval as an error bar."""
+
+    title: str
+    values: Mapping[str, tuple[float, float, float]]
+
+
+Panel = Curve | Bars
+
+
+def _default_panels(history: Mapping[str, list], extra_tags: Sequence[str]) -> list[Panel]:
+    """The four fixed curves found by match_tag, then each requested extra tag."""
+    panels: list[Panel] = []
     for key, title in PANELS:
         tag = match_tag(history.keys(), key)
-        specs.append((f"{title} ({tag})" if tag else f"{title} (no data)", tag))
+        panels.append(Curve(f"{title} ({tag})" if tag else f"{title} (no data)", tag))
+    return panels + _extra_curves(history, extra_tags)
+
+
+def _extra_curves(history: Mapping[str, list], extra_tags: Sequence[str]) -> list[Panel]:
     for tag in extra_tags:
         if tag not in history:
             raise ValueError(f"report tag '{tag}' is not in the history (tags: {sorted(history)})")
-        specs.append((tag, tag))
-    return specs
+    return [Curve(tag, tag) for tag in extra_tags]
 
 
-def _plot(path: Path, history: Mapping[str, list[tuple[int, float]]], specs: list[tuple[str, str | None]]) -> None:
-    rows = math.ceil(len(specs) / _COLS)
+def _draw_curve(ax: Any, history: Mapping[str, list[tuple[int, float]]], panel: Curve) -> None:
+    points = history.get(panel.tag, []) if panel.tag else []
+    if not points:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        return
+    if panel.band:
+        lo, hi = (dict(history.get(t, [])) for t in panel.band)
+        steps = sorted(set(lo) & set(hi))
+        if steps:
+            ax.fill_between(steps, [lo[s] for s in steps], [hi[s] for s in steps], alpha=0.25,
+                            label=f"{panel.band[0]} .. {panel.band[1]}")
+            ax.legend(fontsize=7)
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+
+
+def _draw_bars(ax: Any, panel: Bars) -> None:
+    labels = list(panel.values)
+    vals, lo, hi = ([panel.values[k][i] for k in labels] for i in range(3))
+    err = [[v - a for v, a in zip(vals, lo)], [b - v for v, b in zip(vals, hi)]]
+    ax.bar(labels, vals, yerr=err, capsize=6, color=[f"C{i}" for i in range(len(labels))])
+    for i, v in enumerate(vals):
+        ax.text(i, v / 2, f"{v:.3g}\n[{lo[i]:.3g}, {hi[i]:.3g}]", ha="center", va="center", fontsize=8, color="white")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def report_figure(history: Mapping[str, list[tuple[int, float]]], panels: Sequence[Panel]) -> Figure:
+    """A private Agg figure with one subplot per panel, two per row."""
+    rows = math.ceil(len(panels) / _COLS)
     fig = Figure(figsize=(_PANEL_W * _COLS, _PANEL_H * rows), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    for i, (title, tag) in enumerate(specs):
+    for i, panel in enumerate(panels):
         ax = fig.add_subplot(rows, _COLS, i + 1)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        points = history.get(tag, []) if tag else []
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
-            ax.grid(alpha=0.3)
+        ax.set_title(panel.title, fontsize=10)
+        if isinstance(panel, Bars):
+            _draw_bars(ax, panel)
         else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    fig.savefig(path, format="png")
+            _draw_curve(ax, history, panel)
+    return fig
 
 
 def _fmt(x: float) -> str:
@@ -95,20 +144,23 @@ def _summary_table(history: Mapping[str, list[tuple[int, float]]]) -> list[str]:
 
 
 def write_report(run_dir: str | Path, history: History, sections: Mapping[str, str] | None = None,
-                 extra_tags: Sequence[str] = (), title: str = "Run report") -> Report:
+                 extra_tags: Sequence[str] = (), title: str = "Run report",
+                 panels: Sequence[Panel] | None = None) -> Report:
     """Write `run_dir`/report.md and `run_dir`/report.png from `history` {tag: [(step, value)]}.
 
-    `sections` maps a heading to markdown appended after the summary (e.g. eval tables, the config).
+    `panels` replaces the four fixed curves (reward, pass rate, entropy, response length found by
+    match_tag); `extra_tags` add one curve each after them. `sections` maps a heading to markdown appended
+    after the summary (e.g. eval tables, the config).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     hist = _checked_history(history)
-    specs = _panel_specs(hist, extra_tags)
+    chosen = _default_panels(hist, extra_tags) if panels is None else [*panels, *_extra_curves(hist, extra_tags)]
     png, md = run_dir / REPORT_PNG, run_dir / REPORT_MD
-    _plot(png, hist, specs)
+    report_figure(hist, chosen).savefig(png, format="png")
     lines = [f"# {title}", "", f"![training curves]({REPORT_PNG})", "", "## Summary", ""]
     lines += _summary_table(hist) if hist else ["No metrics were recorded."]
     for heading, body in (sections or {}).items():
         lines += ["", f"## {heading}", "", body.rstrip()]
     md.write_text("\n".join(lines) + "\n")
-    return Report(markdown=md, png=png, panels=tuple(t for t, _ in specs))
+    return Report(markdown=md, png=png, panels=tuple(p.title for p in chosen))

@@ -274,7 +274,7 @@ class RLTrainer:
         cfg = self.cfg
         writer = MetricsWriter(self.out / "tb", purge_step=self.start + 1 if self.start else None)
         bar = ProgressBar(cfg.steps, keys=("reward", "pass_rate", "entropy", "step_time"), desc="rl",
-                          enabled=is_primary())
+                          enabled=is_primary(), line_every=cfg.log_every)
         t_run = time.perf_counter()
         try:
             with EnvWorkerPool(num_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules) as pool:

@@ -280,7 +280,8 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         state, start, streak = restored.state, restored.step, int(restored.extra.get("bad_streak", 0))
         curve = [(int(a), float(b)) for a, b in restored.extra.get("val_curve", [])]
     writer = MetricsWriter(out / "tb", purge_step=start + 1 if start else None)
-    bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft", enabled=is_primary())
+    bar = ProgressBar(cfg.steps, keys=("loss", "entropy", "step_time"), desc="sft", enabled=is_primary(),
+                      line_every=cfg.log_every)
     step_fn = make_sft_step(model_cfg, cfg.optimizer, mesh, cfg.micro_batches)
     run = _SFTSteps(cfg, state, step_fn, batches, validate, ckpt, writer, bar,
                     BadStepGuard(cfg.max_bad_steps, streak), curve)

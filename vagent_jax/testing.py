@@ -1,0 +1,74 @@
+"""Fixtures shared by the tests and the benchmark scripts: tiny model configs, random params drawn on the
+host (nothing to compile), a tiny SentencePiece tokenizer trained on an environment's demonstrations, and
+a tiny random-init policy run directory. Nothing here downloads anything."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vagent_jax.models.config import ModelConfig
+from vagent_jax.models.transformer import init_params
+
+# One layer, two heads: the smallest model every code path accepts (GQA: 2 query heads share 1 KV head).
+TINY_MODEL = dict(vocab_size=384, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
+                  max_seq_len=512)
+
+
+def tiny_model_config(**overrides: Any) -> ModelConfig:
+    """TINY_MODEL with `overrides` (any ModelConfig field)."""
+    return ModelConfig(**{**TINY_MODEL, **overrides})
+
+
+def random_params(cfg: ModelConfig, seed: int = 0, *, std: float | None = None, norm_std: float = 0.0) -> Any:
+    """Params in init_params' tree drawn with numpy (eval_shape compiles nothing; the threefry init takes
+    seconds to compile on CPU): weights N(0, std) (default cfg.init_std), norm scales 1 + N(0, norm_std)
+    (exactly 1 when norm_std is 0). Leaves are drawn in tree order from one generator seeded by `seed`."""
+    rng = np.random.default_rng(seed)
+    w_std = cfg.init_std if std is None else std
+
+    def draw(path: Any, leaf: jax.ShapeDtypeStruct) -> jax.Array:
+        if "norm" in jax.tree_util.keystr(path):
+            x = np.ones(leaf.shape) if norm_std == 0 else 1.0 + rng.normal(0.0, norm_std, leaf.shape)
+        else:
+            x = rng.normal(0.0, w_std, leaf.shape)
+        return jnp.asarray(x, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(lambda: init_params(cfg, jax.random.key(0))))
+
+
+def tiny_tokenizer(out_dir: str | Path, vocab_size: int = TINY_MODEL["vocab_size"], env: str = "calculator",
+                   num_tasks: int = 40) -> Any:
+    """A SentencePiece tokenizer in out_dir trained on `num_tasks` demonstrations of `env` (seconds)."""
+    from vagent_jax.envs import get_env
+    from vagent_jax.tokenizer_train import train_sentencepiece
+
+    e = get_env(env)
+    texts = [m.content for t in e.generate_tasks(num_tasks, 0, 1) for m in e.demonstration(t)]
+    return train_sentencepiece(texts, Path(out_dir), vocab_size=vocab_size)
+
+
+def tiny_policy_dir(run_dir: str | Path, step: int = 3, **model_overrides: Any) -> ModelConfig:
+    """A policy run directory (policy.json, tokenizer/, one orbax checkpoint at `step`) of a random-init
+    tiny model whose vocabulary covers its tiny calculator tokenizer; returns the model config."""
+    from vagent_jax.sharding import MeshConfig, make_mesh
+    from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions
+    from vagent_jax.train.optimizer import OptimizerConfig
+    from vagent_jax.train.policy_dir import CHECKPOINT_DIR, write_policy_meta
+    from vagent_jax.train.train_state import create_train_state
+
+    run_dir = Path(run_dir)
+    model = tiny_model_config(**model_overrides)
+    tok = tiny_tokenizer(run_dir / "tokenizer", vocab_size=model.vocab_size)
+    model = tiny_model_config(**{**model_overrides, "vocab_size": max(model.vocab_size, tok.vocab_size)})
+    opt = OptimizerConfig()
+    write_policy_meta(run_dir, model, opt, "chatml", run_dir / "tokenizer")
+    mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
+    state = create_train_state(model, opt, mesh, jax.random.key(0))
+    with Checkpointer(run_dir / CHECKPOINT_DIR, CheckpointOptions(async_save=False)) as ckpt:
+        ckpt.save(step, state, extra={"stage": "test"}, force=True)
+        ckpt.wait_until_finished()
+    return model
