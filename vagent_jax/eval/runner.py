@@ -21,6 +21,7 @@ import numpy as np
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import TaskConfig, eval_tasks, make_env
 from vagent_jax.eval.genselect_policy import GenSelectSettings, PolicyJudge, genselect_rounds
+from vagent_jax.eval.per_env import format_per_env, per_env_pass_at_1
 from vagent_jax.eval.policy_rollouts import (check_out_file, check_tasks, load_checked_policy, sample_rollouts,
                                              solution_text, to_sample)
 from vagent_jax.eval.sample_metrics import (CI_METHOD, DeepConfSettings, EvalSample, aggregate,
@@ -75,9 +76,9 @@ def _live_online(policy: Any, tasks: list[dict], samples: list[list[EvalSample]]
     w = cfg.deepconf.warmup
     thresholds = [online_threshold_of(s[:w], cfg.deepconf) for s in samples]
     engine = dataclasses.replace(cfg.engine, deepconf_window=cfg.deepconf.window)
-    live = sample_rollouts(policy, tasks, cfg.tasks.env, engine, cfg.k - w, seed=cfg.seed + 1,
+    live = sample_rollouts(policy, tasks, cfg.tasks.env_name, engine, cfg.k - w, seed=cfg.seed + 1,
                            env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules, thresholds=thresholds,
-                           env_kwargs=cfg.tasks.env_args)
+                           env_kwargs=cfg.tasks.env_kwargs)
     out = []
     for s, rs in zip(samples, live):
         stopped = [r.trajectory.reason == "deepconf" for r in rs]
@@ -106,13 +107,13 @@ def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
     out = check_out_file(cfg.out, "out")
     source = cfg.tasks.eval_path if cfg.tasks.source == "jsonl" else f"generated {cfg.tasks.env} held-out tasks"
     tasks = [dict(t) for t in eval_tasks(cfg.tasks, cfg.num_tasks)]
-    check_tasks(tasks, cfg.tasks.env, str(source), cfg.tasks.env_args)
+    check_tasks(tasks, cfg.tasks.env_name, str(source), cfg.tasks.env_kwargs)
     policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
     answer_of = make_env(cfg.tasks).final_answer
     t0 = time.perf_counter()
-    results = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k, seed=cfg.seed,
+    results = sample_rollouts(policy, tasks, cfg.tasks.env_name, cfg.engine, cfg.k, seed=cfg.seed,
                               env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules,
-                              env_kwargs=cfg.tasks.env_args)
+                              env_kwargs=cfg.tasks.env_kwargs)
     samples = [[to_sample(r, answer_of) for r in rs] for rs in results]
     per_task = score_all(samples, cfg)
     if cfg.deepconf.online and cfg.deepconf.online_live:
@@ -124,10 +125,11 @@ def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
     n_correct = sum(x.correct for s in samples for x in s)
     metrics, ci = aggregate(per_task, n_correct, len(tasks) * cfg.k, seed=cfg.seed)
     report = {
-        "checkpoint": str(checkpoint_dir), "step": policy.step, "env": cfg.tasks.env, "num_tasks": len(tasks),
+        "checkpoint": str(checkpoint_dir), "step": policy.step, "env": cfg.tasks.env_name, "num_tasks": len(tasks),
         "k": cfg.k, "temperature": cfg.engine.sampling.temperature, "ci_method": CI_METHOD,
         "metrics": metrics, "ci95": ci, "generated_tokens": int(sum(x.num_tokens for s in samples for x in s)),
         "unparsed_answers": int(sum(x.answer is None for s in samples for x in s)),
+        "per_env": per_env_pass_at_1(tasks, [[x.correct for x in s] for s in samples]),
         "seconds": time.perf_counter() - t0, "config": dataclasses.asdict(cfg),
     }
     write_report(report, out)
@@ -160,4 +162,5 @@ def format_table(report: dict[str, Any]) -> str:
     lines.insert(1, "-" * (sum(width) + 4))
     head = (f"vagent eval: {report['checkpoint']} (step {report['step']}), {report['num_tasks']} {report['env']} "
             f"tasks x k={report['k']} at T={report['temperature']}; intervals: {report['ci_method']}")
-    return head + "\n" + "\n".join(lines)
+    per_env = format_per_env(report.get("per_env", {}))
+    return head + "\n" + "\n".join(lines) + ("\n" + per_env if per_env else "")

@@ -197,9 +197,9 @@ def _validator(cfg: SFTConfig, out: Path, model_cfg: ModelConfig, template: str,
                            model_cfg.max_seq_len)
     tasks = validation_tasks(cfg)
     like = Policy(model_cfg, tok, template, None, 0, out, tok_path)
-    return lambda params, step: validation_pass_rate(params, step, like, tasks, cfg.tasks.env, cfg.validation,
+    return lambda params, step: validation_pass_rate(params, step, like, tasks, cfg.tasks.env_name, cfg.validation,
                                                      seed=cfg.seed + 11, env_modules=cfg.tasks.env_modules,
-                                                     env_kwargs=cfg.tasks.env_args)
+                                                     env_kwargs=cfg.tasks.env_kwargs)
 
 
 def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
