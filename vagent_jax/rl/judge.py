@@ -68,23 +68,26 @@ def single_token_ids(tokenizer: Any, words: Sequence[str]) -> set[int]:
 
 
 class Judge:
-    """A loaded judge model and its engine; `score(results)` fills every pending judge criterion."""
+    """A judge model and its engine; `score(results)` fills every pending judge criterion in one batch."""
 
-    def __init__(self, cfg: JudgeConfig, mesh: Any) -> None:
+    def __init__(self, cfg: JudgeConfig, policy: Any, yes_ids: set[int], no_ids: set[int]) -> None:
+        self.cfg, self.policy, self.yes, self.no = cfg, policy, set(yes_ids), set(no_ids)
+        eng = EngineConfig(batch_slots=cfg.batch_slots, max_len=min(cfg.max_len, policy.model.max_seq_len),
+                           max_new_tokens=1, chunk_steps=1, sampling=SamplingConfig(temperature=0.0))
+        self.engine = DecodeEngine(policy.params, policy.model, eng, stop_token_ids(policy.template, policy.tokenizer))
+        self.invalid = 0  # judgments whose top token was neither yes nor no
+        self.calls = 0  # engine batches run
+
+    @classmethod
+    def load(cls, cfg: JudgeConfig, mesh: Any) -> "Judge":
+        """The judge of judge.init_from (a run or HF directory); its tokenizer must have one-token yes/no."""
         from vagent_jax.train.policy_dir import load_policy
 
-        self.cfg = cfg
-        self.policy = load_policy(cfg.init_from, mesh)
-        tok = self.policy.tokenizer
-        self.yes, self.no = single_token_ids(tok, YES_WORDS), single_token_ids(tok, NO_WORDS)
-        require(bool(self.yes) and bool(self.no) and not self.yes & self.no, "judge.init_from",
+        policy = load_policy(cfg.init_from, mesh)
+        yes, no = single_token_ids(policy.tokenizer, YES_WORDS), single_token_ids(policy.tokenizer, NO_WORDS)
+        require(bool(yes) and bool(no) and not yes & no, "judge.init_from",
                 f"the judge's tokenizer has no single-token 'yes' and 'no' ({cfg.init_from})")
-        eng = EngineConfig(batch_slots=cfg.batch_slots, max_len=min(cfg.max_len, self.policy.model.max_seq_len),
-                           max_new_tokens=1, chunk_steps=1, sampling=SamplingConfig(temperature=0.0))
-        self.engine = DecodeEngine(self.policy.params, self.policy.model, eng,
-                                   stop_token_ids(self.policy.template, tok))
-        self.invalid = 0
-        self.calls = 0
+        return cls(cfg, policy, yes, no)
 
     def _ids(self, prompt: str) -> list[int]:
         ids = render_chat([{"role": "user", "content": prompt}], self.policy.tokenizer, self.policy.template, True)[0]

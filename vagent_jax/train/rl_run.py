@@ -190,7 +190,7 @@ class RLTrainer:
         self.key = jax.random.key(cfg.seed)
         # One engine per run, its KV cache sharded on the run's mesh; each step hands it the new params.
         self.engine = DecodeEngine(self.state.params, self.model, cfg.engine, self.stop_ids, mesh=self.mesh)
-        self.judge = Judge(cfg.judge, self.mesh) if needs_judge(cfg.tasks) else None
+        self.judge = Judge.load(cfg.judge, self.mesh) if needs_judge(cfg.tasks) else None
 
     def _level_iterator(self):  # noqa: ANN202
         """This process's task shards at the current curriculum level (tasks.difficulty without a curriculum)."""
