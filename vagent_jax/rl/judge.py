@@ -17,8 +17,7 @@ from typing import Any, Sequence
 from vagent_jax.chat_template import render_chat, stop_token_ids
 from vagent_jax.config import require
 from vagent_jax.envs.rubric import rubric_reward
-from vagent_jax.kernels.sampling import SamplingConfig
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 
 YES_WORDS, NO_WORDS = ("yes", "Yes", "YES", " yes", " Yes"), ("no", "No", "NO", " no", " No")
 
