@@ -252,7 +252,9 @@ class Environment:
             return failed_step("verifier_error", f"{type(e).__name__}: {e}")
         details = dict(details, answer=answer, turns=n_turns)
         tags = ("malformed_tool_call",) if errors else ()
-        reward = Reward(1.0 if correct else 0.0, bool(correct), not errors, tags, details)
+        # a verifier with partial credit reports details["score"] in [0, 1]; else the reward is the verdict
+        value = float(details["score"]) if "score" in details else (1.0 if correct else 0.0)
+        reward = Reward(value, bool(correct), not errors, tags, details)
         return EnvStep(None, True, reward, 0, None)
 
 

@@ -17,6 +17,9 @@ _BUILTIN_MODULES = (
     "vagent_jax.envs.python_env",
     "vagent_jax.envs.math_answer",
     "vagent_jax.envs.countdown",
+    "vagent_jax.envs.reasoning_gym_env",
+    "vagent_jax.envs.mixture",
+    "vagent_jax.envs.rubric_env",
 )
 _loaded = False
 

@@ -119,7 +119,8 @@ class EnvWorkerPool:
         import_env_modules(self._env_modules)  # so names are checked in the parent at submit time
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
-            self._ctx.set_forkserver_preload(_PRELOAD + list(self._env_modules))
+            # reasoning-gym takes seconds to import: once in the forkserver, not in each worker's first request
+            self._ctx.set_forkserver_preload(_PRELOAD + ["reasoning_gym"] + list(self._env_modules))
         self._margin = deadline_margin_s
         self._envs: dict[tuple[str, str], Environment] = {}
         self._pending: collections.deque = collections.deque()

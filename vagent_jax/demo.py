@@ -111,10 +111,10 @@ def _evaluate(cfg: DemoConfig, run_dir: Path, name: str, tasks: list[dict], resu
         if cached.get("step") == policy.step:
             return cached
     t0 = time.perf_counter()
-    metrics, _ = policy_pass_rate(policy, tasks, cfg.tasks.env, cfg.eval_engine,
+    metrics, _ = policy_pass_rate(policy, tasks, cfg.tasks.env_name, cfg.eval_engine,
                                   seed=purpose_seed(cfg.seed, Purpose.HELD_OUT_EVAL),
                                   env_workers=cfg.env_workers, env_modules=cfg.tasks.env_modules,
-                                  env_kwargs=cfg.tasks.env_args)
+                                  env_kwargs=cfg.tasks.env_kwargs)
     metrics["seconds"] = time.perf_counter() - t0
     path.write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -22,9 +22,12 @@ from typing import Any, Literal, Sequence
 
 from vagent_jax.config import ConfigError, config_scope, require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
+from vagent_jax.data.mixture import MixEntry, MixScheduleConfig, check_mix, member_specs
 from vagent_jax.data.task_pipeline import Task, task_iterator
 from vagent_jax.data.tfds_tasks import build_generated_tasks, load_generated_tasks
+from vagent_jax.envs.rubric import CriterionConfig, check_rubric
 from vagent_jax.seeds import Purpose, purpose_seed
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
@@ -44,6 +47,26 @@ class TaskConfig:
     seed: int = 0
     shuffle: bool = True
     shards: int = 0  # grain shards of the training tasks; 0 = one per process (see ShardedTaskIterator)
+    # a mixture of environments (then env/env_args are unused): [{env, name, weight, final_weight, config,
+    # difficulty, rubric}], weights moved by mix_schedule (data/mixture.py)
+    mix: tuple[MixEntry, ...] = ()
+    mix_schedule: MixScheduleConfig = MixScheduleConfig()
+    rubric: tuple[CriterionConfig, ...] = ()  # criteria that reward tasks.env's trajectories (envs/rubric.py)
+
+    @property
+    def env_name(self) -> str:
+        """The registered environment a run builds: `mix`, `rubric` (env + tasks.rubric) or tasks.env."""
+        return "mix" if self.mix else "rubric" if self.rubric else self.env
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments of env_name (the workers build the same environment from them)."""
+        if self.mix:
+            return {"members": member_specs(self.mix)}
+        if self.rubric:
+            return {"env": self.env, "args": dict(self.env_args),
+                    "criteria": [dataclasses.asdict(c) for c in self.rubric]}
+        return dict(self.env_args)
 
     def validate(self) -> None:
         """Check the source's required keys; errors name the key."""
@@ -54,12 +77,19 @@ class TaskConfig:
             import_env_modules(self.env_modules)
         except ImportError as e:
             require(False, "env_modules", str(e))
-        require(self.env in env_names(), "env", f"{self.env!r} is not one of {env_names()}")
-        try:  # the environment is built once here, so bad arguments (or a refusal) stop the load
-            with config_scope("env_args"):
-                make_env(self)
-        except TypeError as e:
-            raise ConfigError.at("env_args", str(e)) from None
+        if self.mix:
+            self._validate_mix(env_names())
+        else:
+            require(self.env in env_names(), "env", f"{self.env!r} is not one of {env_names()}")
+            for i, c in enumerate(self.rubric):
+                with config_scope(f"rubric[{i}]"):
+                    c.validate()
+            check_rubric(self.rubric)
+            try:  # the environment is built once here, so bad arguments (or a refusal) stop the load
+                with config_scope("env_args"):
+                    get_env_checked(self.env, self.env_args)
+            except TypeError as e:
+                raise ConfigError.at("env_args", str(e)) from None
         require(self.source in ("generated", "jsonl"), "source",
                 f"{self.source!r} is not one of ('generated', 'jsonl')")
         if self.source == "generated":
@@ -72,11 +102,35 @@ class TaskConfig:
         require(self.shards >= 0, "shards", f"must be >= 0 (0 = one per process), got {self.shards}")
 
 
-def make_env(cfg: TaskConfig) -> Any:
-    """The run's environment: `tasks.env` built with `tasks.env_args`."""
+    def _validate_mix(self, known: list[str]) -> None:
+        """Each entry's env exists and builds with its config (errors name mix[i].key), weights, names."""
+        require(not self.rubric, "rubric", "with tasks.mix, give each entry its own rubric (mix[i].rubric)")
+        for i, e in enumerate(self.mix):
+            with config_scope(f"mix[{i}]"):
+                e.validate()
+                require(e.env in known, "env", f"{e.env!r} is not one of {known}")
+                try:
+                    with config_scope("config"):
+                        get_env_checked(e.env, e.config)
+                except TypeError as err:
+                    raise ConfigError.at("config", str(err)) from None
+        check_mix(self.mix, self.mix_schedule)
+        with config_scope("mix_schedule"):
+            self.mix_schedule.validate()
+
+
+def get_env_checked(name: str, kwargs: dict[str, Any]) -> Any:
+    """Build environment `name` once at load, so bad arguments (or a refusal) stop before any compile."""
     from vagent_jax.envs import get_env
 
-    return get_env(cfg.env, **cfg.env_args)
+    return get_env(name, **kwargs)
+
+
+def make_env(cfg: TaskConfig) -> Any:
+    """The run's environment: `tasks.env` built with `tasks.env_args` (or the mixture / rubric over it)."""
+    from vagent_jax.envs import get_env
+
+    return get_env(cfg.env_name, **cfg.env_kwargs)
 
 
 @functools.lru_cache(maxsize=16)
@@ -99,8 +153,8 @@ def train_tasks(cfg: TaskConfig) -> Sequence[dict]:
     """The training task source (len + integer indexing), built on first use for generated tasks."""
     if cfg.source == "jsonl":
         return read_jsonl_tasks(cfg.path)  # type: ignore[arg-type]
-    return _generated(cfg.env, cfg.difficulty, cfg.num_tasks, cfg.seed, str(Path(cfg.data_dir).absolute()),
-                      json.dumps(cfg.env_args, sort_keys=True))
+    return _generated(cfg.env_name, cfg.difficulty, cfg.num_tasks, cfg.seed, str(Path(cfg.data_dir).absolute()),
+                      json.dumps(cfg.env_kwargs, sort_keys=True))
 
 
 def eval_tasks(cfg: TaskConfig, n: int | None = None) -> list[dict]:
@@ -113,7 +167,10 @@ def eval_tasks(cfg: TaskConfig, n: int | None = None) -> list[dict]:
     count = cfg.eval_tasks if n is None else n
     if count <= 0:
         raise ValueError("tasks.eval_tasks: no held-out tasks configured (set it > 0)")
-    return make_env(cfg).generate_tasks(count, purpose_seed(cfg.seed, Purpose.HELD_OUT_TASKS), cfg.difficulty)
+    seed = purpose_seed(cfg.seed, Purpose.HELD_OUT_TASKS)
+    if cfg.mix:  # equal shares, so every member's held-out pass@1 has the same number of tasks
+        return make_env(cfg).generate_tasks(count, seed, cfg.difficulty, even=True)
+    return make_env(cfg).generate_tasks(count, seed, cfg.difficulty)
 
 
 class ShardedTaskIterator:

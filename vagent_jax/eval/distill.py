@@ -152,13 +152,13 @@ def run_distill(cfg: DistillConfig, checkpoint_dir: str | Path, outputs: Outputs
     source = train_tasks(cfg.tasks)
     n = len(source) if cfg.num_tasks == 0 else min(cfg.num_tasks, len(source))
     tasks = [dict(source[i]) for i in range(n)]
-    check_tasks(tasks, cfg.tasks.env, cfg.tasks.path if cfg.tasks.source == "jsonl" else "generated training tasks",
-                cfg.tasks.env_args)
+    check_tasks(tasks, cfg.tasks.env_name, cfg.tasks.path if cfg.tasks.source == "jsonl" else "generated training tasks",
+                cfg.tasks.env_kwargs)
     policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
     t0 = time.perf_counter()
-    groups = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k,
+    groups = sample_rollouts(policy, tasks, cfg.tasks.env_name, cfg.engine, cfg.k,
                              seed=purpose_seed(cfg.seed, Purpose.DISTILL), env_workers=cfg.env_workers,
-                             env_modules=cfg.tasks.env_modules, env_kwargs=cfg.tasks.env_args)
+                             env_modules=cfg.tasks.env_modules, env_kwargs=cfg.tasks.env_kwargs)
     summary = distill_from_results(cfg, tasks, groups, outputs)
     summary.update(checkpoint=str(checkpoint_dir), step=policy.step, k=cfg.k, seconds=time.perf_counter() - t0)
     return summary

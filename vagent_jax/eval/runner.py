@@ -22,6 +22,7 @@ from vagent_jax.data.task_source import TaskConfig, eval_tasks, make_env
 from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.eval.budgets import check_eval_budgets, problem_text
 from vagent_jax.eval.genselect_policy import GenSelectSettings, PolicyJudge, genselect_rounds
+from vagent_jax.eval.per_env import format_per_env, per_env_pass_at_1
 from vagent_jax.eval.policy_rollouts import (check_out_file, check_tasks, load_checked_policy, sample_rollouts,
                                              solution_text, to_sample)
 from vagent_jax.eval.sample_metrics import (CI_METHOD, DeepConfSettings, EvalSample, aggregate,
@@ -75,9 +76,9 @@ def _live_online(policy: Any, tasks: list[dict], samples: list[list[EvalSample]]
     w = cfg.deepconf.warmup
     thresholds = [online_threshold_of(s[:w], cfg.deepconf) for s in samples]
     engine = dataclasses.replace(cfg.engine, deepconf_window=cfg.deepconf.window)
-    live = sample_rollouts(policy, tasks, cfg.tasks.env, engine, cfg.k - w,
+    live = sample_rollouts(policy, tasks, cfg.tasks.env_name, engine, cfg.k - w,
                            seed=purpose_seed(cfg.seed, Purpose.EVAL_LIVE), env_workers=cfg.env_workers,
-                           env_modules=cfg.tasks.env_modules, thresholds=thresholds, env_kwargs=cfg.tasks.env_args)
+                           env_modules=cfg.tasks.env_modules, thresholds=thresholds, env_kwargs=cfg.tasks.env_kwargs)
     out = []
     for s, rs in zip(samples, live):
         stopped = [r.trajectory.reason == "deepconf" for r in rs]
@@ -101,17 +102,18 @@ def _genselect(policy: Any, tasks: list[dict], results: list[list[Any]], samples
              g.invalid_judgments / cfg.genselect.rounds} for g, s in zip(picked, samples)]
 
 
-def _build_report(cfg: EvalConfig, checkpoint_dir: str | Path, step: int, per_task: list[dict[str, float]],
-                  samples: list[list[EvalSample]], seconds: float) -> dict[str, Any]:
+def _build_report(cfg: EvalConfig, checkpoint_dir: str | Path, step: int, tasks: list[dict],
+                  per_task: list[dict[str, float]], samples: list[list[EvalSample]], seconds: float) -> dict[str, Any]:
     """The JSON report of the scores computed so far."""
     n_correct = sum(x.correct for s in samples for x in s)
     metrics, ci = aggregate(per_task, n_correct, len(samples) * cfg.k,
                             seed=purpose_seed(cfg.seed, Purpose.EVAL_BOOTSTRAP))
     return {
-        "checkpoint": str(checkpoint_dir), "step": step, "env": cfg.tasks.env, "num_tasks": len(samples),
+        "checkpoint": str(checkpoint_dir), "step": step, "env": cfg.tasks.env_name, "num_tasks": len(samples),
         "k": cfg.k, "temperature": cfg.engine.sampling.temperature, "ci_method": CI_METHOD,
         "metrics": metrics, "ci95": ci, "generated_tokens": int(sum(x.num_tokens for s in samples for x in s)),
         "unparsed_answers": int(sum(x.answer is None for s in samples for x in s)),
+        "per_env": per_env_pass_at_1(tasks, [[x.correct for x in s] for s in samples]),
         "seconds": seconds, "config": dataclasses.asdict(cfg),
     }
 
@@ -125,14 +127,14 @@ def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
     out = check_out_file(cfg.out, "out")
     source = cfg.tasks.eval_path if cfg.tasks.source == "jsonl" else f"generated {cfg.tasks.env} held-out tasks"
     tasks = [dict(t) for t in eval_tasks(cfg.tasks, cfg.num_tasks)]
-    check_tasks(tasks, cfg.tasks.env, str(source), cfg.tasks.env_args)
+    check_tasks(tasks, cfg.tasks.env_name, str(source), cfg.tasks.env_kwargs)
     policy = load_checked_policy(checkpoint_dir, cfg.mesh, cfg.num_devices, cfg.model, cfg.engine)
     env = make_env(cfg.tasks)
     check_eval_budgets(policy, env, tasks, cfg.engine, cfg.genselect, cfg.k)
     t0 = time.perf_counter()
-    results = sample_rollouts(policy, tasks, cfg.tasks.env, cfg.engine, cfg.k,
+    results = sample_rollouts(policy, tasks, cfg.tasks.env_name, cfg.engine, cfg.k,
                               seed=purpose_seed(cfg.seed, Purpose.EVAL_SAMPLING), env_workers=cfg.env_workers,
-                              env_modules=cfg.tasks.env_modules, env_kwargs=cfg.tasks.env_args)
+                              env_modules=cfg.tasks.env_modules, env_kwargs=cfg.tasks.env_kwargs)
     samples = [[to_sample(r, env.final_answer) for r in rs] for rs in results]
     per_task = score_all(samples, cfg)
     stages: list[tuple[str, Callable[[], list[dict[str, float]]]]] = []
@@ -144,13 +146,13 @@ def run_eval(cfg: EvalConfig, checkpoint_dir: str | Path) -> dict[str, Any]:
         try:
             extras = stage()
         except (Exception, KeyboardInterrupt) as e:
-            partial = _build_report(cfg, checkpoint_dir, policy.step, per_task, samples, time.perf_counter() - t0)
+            partial = _build_report(cfg, checkpoint_dir, policy.step, tasks, per_task, samples, time.perf_counter() - t0)
             partial["incomplete"] = {"stage": name, "error": f"{type(e).__name__}: {e}"}
             write_report(partial, out)
             raise
         for row, extra in zip(per_task, extras):
             row.update(extra)
-    report = _build_report(cfg, checkpoint_dir, policy.step, per_task, samples, time.perf_counter() - t0)
+    report = _build_report(cfg, checkpoint_dir, policy.step, tasks, per_task, samples, time.perf_counter() - t0)
     write_report(report, out)
     return report
 
@@ -181,4 +183,5 @@ def format_table(report: dict[str, Any]) -> str:
     lines.insert(1, "-" * (sum(width) + 4))
     head = (f"vagent eval: {report['checkpoint']} (step {report['step']}), {report['num_tasks']} {report['env']} "
             f"tasks x k={report['k']} at T={report['temperature']}; intervals: {report['ci_method']}")
-    return head + "\n" + "\n".join(lines)
+    per_env = format_per_env(report.get("per_env", {}))
+    return head + "\n" + "\n".join(lines) + ("\n" + per_env if per_env else "")

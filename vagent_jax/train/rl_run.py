@@ -37,10 +37,13 @@ import numpy as np
 from vagent_jax.aot_inputs import abstract_params
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import config_scope, require
+from vagent_jax.data.mixture_iterator import MixtureTaskIterator, build_member_tasks
 from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, make_env, train_tasks
 from vagent_jax.envs import EnvWorkerPool
 from vagent_jax.rl.advantages import ADVANTAGES
 from vagent_jax.rl.curriculum import Curriculum, CurriculumConfig
+from vagent_jax.rl.judge import Judge, JudgeConfig, needs_judge
+from vagent_jax.rl.mix_schedule import MixSchedule
 from vagent_jax.rl.entropy_control import AdaptiveEntropyConfig, entropy_bonus_coef, update_entropy_coef
 from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.rl.rollout_batch import (RewardShapingConfig, generation_budget, group_advantages, keep_groups,
@@ -50,6 +53,7 @@ from vagent_jax.rollout import RolloutRunner
 from vagent_jax.seeds import Purpose, purpose_key, purpose_seed
 from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
+from vagent_jax.train.mix_metrics import per_env_metrics, rubric_metrics
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
 from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, primary_first,
                                         to_host)
@@ -85,6 +89,7 @@ class RLConfig:
     # allowed only with a correction (loss.mismatch) or when this opt-out is set
     allow_truncated_sampling: bool = False
     curriculum: CurriculumConfig = CurriculumConfig()
+    judge: JudgeConfig = JudgeConfig()  # the model that scores rubric judge criteria (rl/judge.py)
     entropy_coef: float = 0.0  # fixed entropy bonus (ignored when adaptive_entropy)
     adaptive_entropy: bool = False
     entropy_control: AdaptiveEntropyConfig = AdaptiveEntropyConfig()
@@ -128,7 +133,9 @@ class RLConfig:
                 "does not score (a sampler-trainer mismatch): set loss.mismatch (a correction such as tis or mis), "
                 "or allow_truncated_sampling=true to accept the mismatch",
                 related=("loss.mismatch", "allow_truncated_sampling"))
-        for name in ("loss", "rewards", "curriculum", "entropy_control"):
+        require(not needs_judge(self.tasks) or bool(self.judge.init_from), "judge.init_from",
+                "a rubric criterion asks a judge question: set judge.init_from (a policy run or HF directory)")
+        for name in ("loss", "rewards", "curriculum", "entropy_control", "judge"):
             with config_scope(name):  # loaded sections were checked by the loader; a config built in Python too
                 getattr(self, name).validate()
 
@@ -154,6 +161,7 @@ class RLTrainer:
         self.ref_params = init.params if cfg.loss.kl != "none" else None
         self.state = train_state_from_params(init.params, self.model, cfg.optimizer, self.mesh)
         self.curriculum = Curriculum(cfg.curriculum)
+        self.mix = MixSchedule(cfg.tasks.mix, cfg.tasks.mix_schedule) if cfg.tasks.mix else None
         self.iterator = self._level_iterator()
         self.alpha = cfg.entropy_control.alpha_init
         self.start, streak = 0, 0
@@ -163,6 +171,8 @@ class RLTrainer:
             if restored is not None:
                 self.state, self.start = restored.state, restored.step
                 self.curriculum = Curriculum(cfg.curriculum, restored.extra["curriculum"])
+                if self.mix is not None:
+                    self.mix = MixSchedule(cfg.tasks.mix, cfg.tasks.mix_schedule, restored.extra["mix"])
                 self.iterator = self._level_iterator()
                 self.iterator.set_state(restored.extra["iterator"])
                 self.alpha, streak = float(restored.extra["alpha"]), int(restored.extra["bad_streak"])
@@ -181,10 +191,15 @@ class RLTrainer:
         self.key = purpose_key(cfg.seed, Purpose.UPDATE)
         # One engine per run, its KV cache sharded on the run's mesh; each step hands it the new params.
         self.engine = DecodeEngine(self.state.params, self.model, cfg.engine, self.stop_ids, mesh=self.mesh)
+        self.judge = Judge.load(cfg.judge, self.mesh) if needs_judge(cfg.tasks) else None
 
     def _level_iterator(self):  # noqa: ANN202
         """This process's task shards at the current curriculum level (tasks.difficulty without a curriculum)."""
         level = self.curriculum.level
+        if self.cfg.tasks.mix:  # a curriculum level raises every member by level - 1
+            lv = 1 if level is None else level
+            primary_first(lambda: build_member_tasks(self.cfg.tasks, lv), "vagent-rl-tasks")
+            return MixtureTaskIterator(self.cfg.tasks, lv, jax.process_index(), jax.process_count())
         tasks = self.cfg.tasks if level is None else dataclasses.replace(self.cfg.tasks, difficulty=level)
         primary_first(lambda: train_tasks(tasks), "vagent-rl-tasks")  # process 0 builds, the others read
         return ShardedTaskIterator(tasks, jax.process_index(), jax.process_count())
@@ -194,6 +209,8 @@ class RLTrainer:
         shard_states = [s for part in allgather_objects(self.iterator.get_state()) for s in part]  # shard order
         extra = {"stage": "rl", "iterator": shard_states, "alpha": float(self.alpha),
                  "bad_streak": self.guard.streak, "curriculum": self.curriculum.state()}
+        if self.mix is not None:
+            extra["mix"] = self.mix.state()
         metric = self.cfg.checkpoint.best_metric  # keep-best retention ranks steps by a logged scalar
         metrics = None
         if metric is not None:
@@ -211,7 +228,7 @@ class RLTrainer:
         engine = self.engine
         engine.set_params(self.state.params)  # the updated params, used where they lie (no gather)
         engine.reset(seed=purpose_seed(cfg.seed, Purpose.ROLLOUT, step))
-        runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env, cfg.tasks.env_args,
+        runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env_name, cfg.tasks.env_kwargs,
                                lockstep=cfg.rollout_lockstep)
         kept: list = []
         kept_r: list = []
@@ -223,6 +240,8 @@ class RLTrainer:
             # request seed = the trajectory's index among all of the step's rollouts, on whichever host
             mine = runner.run(self.iterator.take(cfg.prompts_per_step), G,
                               seed_offset=(rounds * cfg.prompts_per_step + first) * G)
+            if self.judge is not None:  # rubric judge criteria: one batch through the judge's engine
+                mine = self.judge.score(mine)
             parts = allgather_objects((mine, float(runner.stats["env_wait_s"])))
             results = [x for part, _ in parts for x in part]  # process order = the step's prompt order
             env_wait = max(w for _, w in parts)
@@ -299,9 +318,19 @@ class RLTrainer:
         """Collect, update, log one step; returns its scalars."""
         cfg = self.cfg
         t0 = time.perf_counter()
+        mix_weights = self.mix.weights(step) if self.mix is not None else None
+        if mix_weights is not None:
+            self.iterator.set_weights(mix_weights)
         kept, rewards, every, counters = self.collect(pool, step)
         t1 = time.perf_counter()
         scalars = {f"rollout/{k}": v for k, v in rollout_metrics(every).items()}
+        scalars.update(per_env_metrics(every))
+        scalars.update(rubric_metrics(every))
+        if mix_weights is not None:
+            total = sum(mix_weights)
+            scalars.update({f"mix/weight/{k}": w / total for k, w in zip(self.mix.names, mix_weights)})
+            self.mix.observe({k: scalars[f"env/{k}/pass_rate"] for k in self.mix.names
+                              if f"env/{k}/pass_rate" in scalars})
         scalars.update({f"rollout/{k}": v for k, v in counters.items()})
         batch_entropy = scalars.get("rollout/sampling_entropy", 0.0)
         if cfg.adaptive_entropy:

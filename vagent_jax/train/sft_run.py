@@ -199,9 +199,9 @@ def _validator(cfg: SFTConfig, out: Path, model_cfg: ModelConfig, template: str,
     tasks = validation_tasks(cfg)
     like = Policy(model_cfg, tok, template, None, 0, out, tok_path)
     seed = purpose_seed(cfg.seed, Purpose.SFT_VALIDATION)
-    return lambda params, step: validation_pass_rate(params, step, like, tasks, cfg.tasks.env, cfg.validation,
+    return lambda params, step: validation_pass_rate(params, step, like, tasks, cfg.tasks.env_name, cfg.validation,
                                                      seed=seed, env_modules=cfg.tasks.env_modules,
-                                                     env_kwargs=cfg.tasks.env_args)
+                                                     env_kwargs=cfg.tasks.env_kwargs)
 
 
 class _SFTSteps:
