@@ -35,45 +35,67 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "peers")
 
 
-def run(steps: int, warmup: int, quick: bool, updates_per_batch: int) -> dict:
-    """Time `warmup + steps` RL steps through collect + update; returns the JSON-ready result."""
+def run(steps: int, warmup: int, quick: bool, updates_per_batch: int, layer_loop: str = "auto",
+        compare: str | None = None) -> dict:
+    """Time `warmup + steps` RL steps through collect + update; returns the JSON-ready result. compare: a
+    second layer loop whose update alternates step by step with the first (same process, same rollouts'
+    shapes), reported under "compare"."""
     import numpy as np
 
     from vagent_jax.bench_rl_workload import PEER_SHAPE, QUICK_SHAPE, build_trainer, timed_engine
     from vagent_jax.bench_timing import fp32_matmul_peak
+    from vagent_jax.train.rl_step import make_rl_step
 
     shape = QUICK_SHAPE if quick else PEER_SHAPE
     peak = fp32_matmul_peak(256 if quick else 1024)
-    trainer, pool, prompt_tokens = build_trainer(shape, updates_per_batch)
+    trainer, pool, prompt_tokens = build_trainer(shape, updates_per_batch, _UNROLL[layer_loop])
     timers = timed_engine(trainer)
-    rows = []
-    for step in range(warmup + steps):
+    updates = {layer_loop: trainer.rl_step}
+    if compare is not None:
+        c = trainer.cfg
+        updates[compare] = timers.wrap("update", make_rl_step(
+            trainer.model, c.optimizer, c.loss, trainer.mesh, c.micro_batches, max_len=trainer.l_max,
+            temperature=c.engine.sampling.temperature, unroll_layers=_UNROLL[compare]))
+    names = list(updates)
+    rows: dict[str, list] = {n: [] for n in names}
+    for step in range((warmup + steps) * len(names)):
+        name = names[step % len(names)]
+        trainer.rl_step = updates[name]
         timers.clear()
         t0 = time.perf_counter()
         kept, rewards, every, _ = trainer.collect(pool, step)
         t1 = time.perf_counter()
         trainer.update(kept, rewards, step, 0.0)
         t2 = time.perf_counter()
-        rows.append(_breakdown(timers, t1 - t0, t2 - t1, every))
-    steady = rows[warmup:]
-    out = {k: float(np.mean([r[k] for r in steady])) for k in steady[0]}
-    m = trainer.model
-    n_params = m.num_params
-    T, R = trainer.cfg.engine.max_len, trainer.rows
-    gen_tokens = out["generated_tokens"]
-    flops = 2.0 * n_params * (R * prompt_tokens + gen_tokens) + 6.0 * n_params * R * T
-    flops += (2.0 * n_params * R * T) if updates_per_batch > 1 else 0.0  # the old-logprob forward
-    result = {
-        "workload": shape.name, "params": n_params, "rollouts": R, "prompt_tokens": prompt_tokens,
-        "max_new_tokens": shape.gen, "update_len": T, "updates_per_batch": updates_per_batch,
-        "steps": steps, "warmup": warmup, "load_average_1m": os.getloadavg()[0],
-        "peak_flops": peak, "step_flops": flops, "flop_bound_s": flops / peak,
-        "s_per_step": out["step_s"], "mfu": flops / (out["step_s"] * peak),
-        "fraction_of_bound": flops / peak / out["step_s"], "breakdown_s": out,
-        "first_step_s": rows[0]["step_s"], "per_step_s": [r["step_s"] for r in rows],
-    }
+        rows[name].append(_breakdown(timers, t1 - t0, t2 - t1, every))
+    result = _summary(rows[layer_loop], warmup, trainer, shape, prompt_tokens, peak, updates_per_batch)
+    result.update(steps=steps, warmup=warmup, layer_loop=layer_loop, load_average_1m=os.getloadavg()[0])
+    if compare is not None:
+        other = _summary(rows[compare], warmup, trainer, shape, prompt_tokens, peak, updates_per_batch)
+        result["compare"] = {"layer_loop": compare, **{k: other[k] for k in ("s_per_step", "mfu", "breakdown_s")},
+                             "compare_over_main": other["s_per_step"] / result["s_per_step"]}
     pool.close()
     return result
+
+
+_UNROLL = {"auto": None, "scan": False, "unrolled": True}
+
+
+def _summary(rows: list, warmup: int, trainer, shape, prompt_tokens: int, peak: float, updates_per_batch: int) -> dict:
+    """Steady-state means, FLOPs of one step, MFU and the FLOP bound."""
+    import numpy as np
+
+    steady = rows[warmup:]
+    out = {k: float(np.mean([r[k] for r in steady])) for k in steady[0]}
+    n_params = trainer.model.num_params
+    T, R = trainer.cfg.engine.max_len, trainer.rows
+    flops = 2.0 * n_params * (R * prompt_tokens + out["generated_tokens"]) + 6.0 * n_params * R * T
+    flops += (2.0 * n_params * R * T) if updates_per_batch > 1 else 0.0  # the old-logprob forward
+    return {"workload": shape.name, "params": n_params, "rollouts": R, "prompt_tokens": prompt_tokens,
+            "max_new_tokens": shape.gen, "update_len": T, "updates_per_batch": updates_per_batch,
+            "peak_flops": peak, "step_flops": flops, "flop_bound_s": flops / peak,
+            "s_per_step": out["step_s"], "mfu": flops / (out["step_s"] * peak),
+            "breakdown_s": out, "first_step_s": rows[0]["step_s"], "per_step_s": [r["step_s"] for r in rows]}
 
 
 def _breakdown(timers, rollout_s: float, update_s: float, every: list) -> dict:
@@ -125,13 +147,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--updates-per-batch", type=int, default=1)
+    ap.add_argument("--layer-loop", choices=("auto", "scan", "unrolled"), default="auto",
+                    help="the update's layer loop (auto: unrolled on CPU, as runs do)")
+    ap.add_argument("--compare", choices=("auto", "scan", "unrolled"), default=None,
+                    help="alternate the update step by step with this layer loop and report both")
     ap.add_argument("--peers", action="store_true", help="also run ../shared/peers and print the ratios")
     ap.add_argument("--quick", action="store_true", help="tiny shapes: checks the script, not the machine")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
-    out = run(args.steps, args.warmup, args.quick, args.updates_per_batch)
+    out = run(args.steps, args.warmup, args.quick, args.updates_per_batch, args.layer_loop, args.compare)
     if args.peers:
         out["peers"] = run_peers(out["s_per_step"])
     if args.json:
@@ -153,6 +179,10 @@ def _print_table(out: dict) -> None:
         print(f"  {k:16s} {b[k] * 1e3:9.1f} ms")
     print(f"  prefill calls {b['prefill_calls']:.0f}, decode chunks {b['decode_chunks']:.0f}, generated "
           f"{b['generated_tokens']:.0f} tokens")
+    if "compare" in out:
+        c = out["compare"]
+        print(f"  layer loop {c['layer_loop']} (alternated): s/step {c['s_per_step']:.3f}, update "
+              f"{c['breakdown_s']['update_step_s'] * 1e3:.1f} ms = {c['compare_over_main']:.2f}x the {out['layer_loop']} step")
     for name, p in out.get("peers", {}).items():
         if "skipped" in p:
             print(f"  peer {name}: skipped ({p['skipped']})")

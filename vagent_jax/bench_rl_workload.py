@@ -115,7 +115,8 @@ class ListTaskIterator:
 class BenchTrainer(RLTrainer):
     """An RLTrainer holding what collect and update read, built from in-memory parts (no run directory)."""
 
-    def __init__(self, cfg: RLConfig, model: ModelConfig, tokenizer: Any, tasks: list[dict]) -> None:  # noqa: D107
+    def __init__(self, cfg: RLConfig, model: ModelConfig, tokenizer: Any, tasks: list[dict],
+                 unroll_layers: bool | None = None) -> None:  # noqa: D107
         self.cfg, self.model, self.tok, self.template = cfg, model, tokenizer, "chatml"
         self.mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
         self.state = create_train_state(model, cfg.optimizer, self.mesh, jax.random.key(cfg.seed))
@@ -124,14 +125,16 @@ class BenchTrainer(RLTrainer):
         self.l_max = cfg.engine.max_new_tokens
         T = cfg.engine.sampling.temperature
         self.rl_step = make_rl_step(model, cfg.optimizer, cfg.loss, self.mesh, cfg.micro_batches,
-                                    max_len=self.l_max, temperature=T)
-        self.logprobs = (make_compute_logprobs(model, self.mesh, cfg.micro_batches, temperature=T)
+                                    max_len=self.l_max, temperature=T, unroll_layers=unroll_layers)
+        self.logprobs = (make_compute_logprobs(model, self.mesh, cfg.micro_batches, temperature=T,
+                                               unroll_layers=unroll_layers)
                          if cfg.updates_per_batch > 1 else None)
         self.stop_ids = stop_token_ids(self.template, tokenizer)
         self.engine = DecodeEngine(self.state.params, model, cfg.engine, self.stop_ids, mesh=self.mesh)
 
 
-def build_trainer(shape: Workload, updates_per_batch: int = 1) -> tuple[BenchTrainer, InProcessEnvPool, int]:
+def build_trainer(shape: Workload, updates_per_batch: int = 1,
+                  unroll_layers: bool | None = None) -> tuple[BenchTrainer, InProcessEnvPool, int]:
     """(trainer, pool, longest rendered prompt in tokens) for `shape`: the tokenizer is a byte BPE trained on
     the task texts (as the peers' is; fewer ids than the model's 515 rows, which is allowed)."""
     env = get_env(BENCH_ENV)
@@ -149,7 +152,7 @@ def build_trainer(shape: Workload, updates_per_batch: int = 1) -> tuple[BenchTra
                    group_size=shape.group, dynamic_sampling=False, loss=PolicyLossConfig(eps_low=0.2, eps_high=0.28),
                    updates_per_batch=updates_per_batch, engine=ecfg,
                    optimizer=OptimizerConfig(lr=1e-5, warmup_steps=0, schedule="constant"))
-    return BenchTrainer(cfg, shape.model, tok, tasks), InProcessEnvPool(), prompt_tokens
+    return BenchTrainer(cfg, shape.model, tok, tasks, unroll_layers), InProcessEnvPool(), prompt_tokens
 
 
 class CallTimers:
