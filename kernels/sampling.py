@@ -6,56 +6,23 @@ semantics are spelled out in `sampling_reference`. Two implementations with one 
   impl="reference"  pure jnp (default; what CPU runs),
   impl="pallas"     one pass over vocabulary tiles (`sampling_pallas`); interpret mode on CPU,
                     Mosaic on TPU (not GPU). Tokens are identical to the reference for the same key.
-Per-row arrays let one batch mix greedy, plain and truncated rows. `SamplingConfig` is the validated
-user-facing form (YAML key `sampling`), turned into those arrays by `SamplingConfig.row_arrays`.
+Per-row arrays let one batch mix greedy, plain and truncated rows. The kernel takes arrays only: the
+user-facing settings (YAML key `sampling`) are `vagent_jax.engine.config.SamplingConfig`, which the engine
+turns into those arrays (`SamplingConfig.row_arrays`).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-from vagent_jax.config import require
 from vagent_jax.kernels.sampling_pallas import sample_pallas
 from vagent_jax.kernels.sampling_reference import SampleOutput, sample_reference
 
-__all__ = ["SampleOutput", "SamplingConfig", "sample"]
+__all__ = ["SampleOutput", "sample"]
 
 Impl = Literal["reference", "pallas"]
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-    """Sampling settings shared by every row of a request: T (0 = greedy), top_k (0 = off),
-    top_p (1 = off), min_p (0 = off), conf_k (DeepConf's k)."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    conf_k: int = 20
-
-    def validate(self, vocab_size: int | None = None) -> None:
-        """Reject out-of-range values naming the key; the vocab-dependent checks run when V is given."""
-        require(self.temperature >= 0.0, "temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
-        require(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1] (1 = off), got {self.top_p}")
-        require(self.top_k >= 0, "top_k", f"must be >= 0 (0 = off), got {self.top_k}")
-        require(0.0 <= self.min_p < 1.0, "min_p", f"must be in [0, 1) (0 = off), got {self.min_p}")
-        require(self.conf_k >= 1, "conf_k", f"must be >= 1, got {self.conf_k}")
-        if vocab_size is not None:
-            require(vocab_size >= 1, "vocab_size", f"must be >= 1, got {vocab_size}")
-            require(self.top_k <= vocab_size, "top_k", f"{self.top_k} exceeds the vocabulary size {vocab_size}")
-
-    def row_arrays(self, batch: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-        """(temperature f32, top_k i32, top_p f32, min_p f32), each [batch], for `sample`."""
-        return (
-            jnp.full((batch,), self.temperature, jnp.float32),
-            jnp.full((batch,), self.top_k, jnp.int32),
-            jnp.full((batch,), self.top_p, jnp.float32),
-            jnp.full((batch,), self.min_p, jnp.float32),
-        )
 
 
 _sample_reference_jit = jax.jit(sample_reference, static_argnames=("conf_k", "num_top_logprobs"))
@@ -104,7 +71,7 @@ def sample(
     """Sample a token per row of logits [B, V] (bf16 or f32) with per-row T / top_k / top_p / min_p [B].
 
     T == 0 is greedy; confidence uses k = min(conf_k, V). Values of the per-row arrays are not checked
-    here (they may be traced): build them from a validated SamplingConfig. interpret=None runs the
+    here (they may be traced): build them from a validated engine SamplingConfig. interpret=None runs the
     Pallas kernel interpreted on CPU only.
     Under shard_map over rows, fold the shard index into `key` (row seeds are per local row).
     row_seed [B] (uint32, e.g. sampling_reference.position_seeds) replaces the key's per-row seeds, so a

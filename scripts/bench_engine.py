@@ -39,11 +39,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vagent_jax.bench_timing import best_seconds, fp32_matmul_peak  # noqa: E402
-from vagent_jax.kernels.sampling import SamplingConfig  # noqa: E402
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig  # noqa: E402
 from vagent_jax.models.config import PRESETS  # noqa: E402
 from vagent_jax.models.hf_io import save_hf_checkpoint  # noqa: E402
 from vagent_jax.models.transformer import init_params  # noqa: E402
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig  # noqa: E402
 
 
 def read_bandwidth(mib: int = 256, repeats: int = 5) -> float:

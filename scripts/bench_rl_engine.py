@@ -37,11 +37,9 @@ def run(preset: str, steps: int, devices: int, quick: bool) -> dict:
     """Step times of both modes; returns the JSON-ready result."""
     import jax
     import numpy as np
-
-    from vagent_jax.kernels.sampling import SamplingConfig
     from vagent_jax.models.config import PRESETS, ModelConfig
     from vagent_jax.rl.policy_loss import PolicyLossConfig
-    from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
+    from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
     from vagent_jax.sharding import MeshConfig, make_mesh
     from vagent_jax.train.optimizer import OptimizerConfig
     from vagent_jax.train.rl_step import make_rl_step

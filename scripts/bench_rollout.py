@@ -42,13 +42,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vagent_jax.chat_template import render_chat, stop_token_ids  # noqa: E402
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig  # noqa: E402
 from vagent_jax.envs import EnvWorkerPool, get_env  # noqa: E402
 from vagent_jax.envs import bench_tool  # noqa: E402
-from vagent_jax.kernels.sampling import SamplingConfig  # noqa: E402
 from vagent_jax.models.config import PRESETS, ModelConfig  # noqa: E402
 from vagent_jax.models.transformer import init_params  # noqa: E402
 from vagent_jax.rollout import RolloutResult, RolloutRunner  # noqa: E402
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig  # noqa: E402
 from vagent_jax.tokenizer import Tokenizer  # noqa: E402
 from vagent_jax.tokenizer_train import train_sentencepiece  # noqa: E402
 

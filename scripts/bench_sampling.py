@@ -20,7 +20,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from vagent_jax.kernels.sampling import SamplingConfig, sample
+from vagent_jax.engine import SamplingConfig
+from vagent_jax.kernels.sampling import sample
 
 
 def best_time(fn: Callable[[], jax.Array], repeats: int) -> float:

@@ -23,10 +23,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vagent_jax.bench_timing import best_seconds, fp32_matmul_peak  # noqa: E402
-from vagent_jax.kernels.sampling import SamplingConfig  # noqa: E402
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig  # noqa: E402
 from vagent_jax.models.config import PRESETS, ModelConfig  # noqa: E402
 from vagent_jax.rl.policy_loss import PolicyLossConfig  # noqa: E402
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig  # noqa: E402
 from vagent_jax.sharding import MeshConfig, make_mesh  # noqa: E402
 from vagent_jax.train.optimizer import OptimizerConfig  # noqa: E402
 from vagent_jax.train.rl_step import make_rl_step  # noqa: E402

@@ -7,10 +7,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from vagent_jax.engine import Trajectory
 from vagent_jax.envs import Message, Reward, get_env
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rollout import RolloutResult
-from vagent_jax.sampling.engine import Trajectory
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.tokenizer_train import train_sentencepiece
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions

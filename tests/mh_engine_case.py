@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import init_params  # noqa: F401  (re-exported for the driver)
-from vagent_jax.sampling.engine import EngineConfig
+from vagent_jax.engine import EngineConfig, SamplingConfig
 
 # 2 KV heads over tensor = 2, d_model 64 / vocab 128 over fsdp = 2; peaked logits (init_std 0.5): greedy
 # argmax has no near-ties across layouts. 8 slots: 4 per host. One prefill (8 rows x 32 tokens) and one decode

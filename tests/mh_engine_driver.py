@@ -13,7 +13,7 @@ import sys
 
 import jax
 
-from vagent_jax.sampling.engine import DecodeEngine
+from vagent_jax.engine import DecodeEngine
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.multihost import DistributedConfig, initialize
 from vagent_jax.train.train_state import param_shardings
@@ -39,7 +39,7 @@ def main(coordinator: str, n: int, pid: int, out: str) -> None:
             break
         live.difference_update(handle_turns(engine, ended, turns, done))
     held = {}
-    for x in jax.tree.leaves((params, engine.state["cache"])):
+    for x in jax.tree.leaves((params, engine.state.cache)):
         for s in x.addressable_shards:
             held[str(s.device)] = held.get(str(s.device), 0) + s.data.nbytes
     with open(out, "w") as f:

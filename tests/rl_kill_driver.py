@@ -16,7 +16,7 @@ import sys
 import threading
 
 from vagent_jax import cli
-from vagent_jax.sampling.engine import DecodeEngine
+from vagent_jax.engine import DecodeEngine
 from vagent_jax.train import rl_run
 from vagent_jax.train.checkpoint import Checkpointer
 

@@ -12,7 +12,7 @@ import pytest
 
 from vagent_jax.aot_compile import rl_lowerings
 from vagent_jax.config import load_config
-from vagent_jax.sampling.engine import reachable_programs
+from vagent_jax.engine import reachable_programs
 from vagent_jax.train.rl_run import RLConfig, RLTrainer
 from vagent_jax.train.sft_run import SFTConfig, run_sft
 
@@ -68,4 +68,4 @@ def test_compile_lowers_every_program_the_run_executed(policy: Path, tmp_path: P
     (params_in, state_in, *_), _ = compiled.input_shardings
     assert _same(params_in, trainer.state.params) and _same(state_in, engine.state)
     assert _same(compiled.output_shardings, engine.state)
-    assert engine.state["cache"]["k"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None, None)
+    assert engine.state.cache["k"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None, None)

@@ -5,7 +5,6 @@ import pytest
 
 from vagent_jax.config import ConfigError, load_config
 from vagent_jax.demo import DemoConfig
-from vagent_jax.kernels.sampling import SamplingConfig
 
 
 def test_demo_yaml_loads_and_overrides(tmp_path):
@@ -56,7 +55,7 @@ def test_numbers_are_read_by_the_field_type(tmp_path):
 
 def test_scoped_checks_made_after_loading_name_the_full_key():
     from vagent_jax.config import config_scope
-    from vagent_jax.sampling.engine import EngineConfig
+    from vagent_jax.engine import EngineConfig, SamplingConfig
 
     with pytest.raises(ConfigError, match="config key 'rl.engine.sampling.top_k': 99 exceeds"):
         with config_scope("rl"), config_scope("engine"):

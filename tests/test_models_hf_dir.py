@@ -198,7 +198,7 @@ def test_run_settings_left_at_default_keep_the_checkpoints() -> None:
 
 def test_eval_and_distill_take_an_hf_dir_as_checkpoint(hf_dir: Path) -> None:
     from vagent_jax.eval.policy_rollouts import load_checked_policy
-    from vagent_jax.sampling.engine import EngineConfig
+    from vagent_jax.engine import EngineConfig
 
     policy = load_checked_policy(hf_dir, MeshConfig(), 1, None, EngineConfig(batch_slots=2, max_len=64,
                                                                              max_new_tokens=8, chunk_steps=4))

@@ -18,13 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from vagent_jax.kernels.sampling import SamplingConfig
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import init_params
 from vagent_jax.rl.mismatch import mismatch_metrics
 from vagent_jax.rl.rollout_batch import update_batch
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.rl_step import make_compute_logprobs
 

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 
 from vagent_jax.chat_template import render_chat, render_turn_suffix, stop_token_ids
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig, Trajectory, TurnEnd
 from vagent_jax.envs import EnvWorkerPool, bench_tool, get_env
-from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import init_params
 from vagent_jax.rollout import RolloutRunner
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig, Trajectory, TurnEnd
 from vagent_jax.tokenizer_train import train_sentencepiece
 
 import rollout_fault_env  # noqa: F401  (registers rollout_fault_test in this process too)

@@ -184,8 +184,8 @@ def rl_lowerings(cfg: RLConfig, model: ModelConfig, mesh: Mesh) -> dict[tuple, L
     ("old_logprobs", rows, T) when updates_per_batch > 1, and each engine bucket of
     engine.reachable_programs; all with the run's shardings (train state, the engine's own jitted programs)."""
     from vagent_jax.models.transformer import dtype_of
-    from vagent_jax.sampling.engine import reachable_programs
-    from vagent_jax.sampling.engine_steps import mesh_programs
+    from vagent_jax.engine import reachable_programs
+    from vagent_jax.engine.programs import mesh_programs
     from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 
     eng, T = cfg.engine, cfg.engine.max_len

@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vagent_jax.engine import programs as engine_programs
+from vagent_jax.engine.state import DecodeState, StepConsts, init_state
+from vagent_jax.engine.state import state_shardings as decode_state_shardings
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import dtype_of, init_params
-from vagent_jax.sampling import engine_steps
-from vagent_jax.sampling.engine_steps import StepConsts, init_state
 from vagent_jax.sharding import batch_sharding
 from vagent_jax.train.optimizer import OptimizerConfig, make_optimizer
 from vagent_jax.train.sft_step import SFT_BATCH_KEYS
@@ -71,12 +72,12 @@ def abstract_key(mesh: Mesh) -> jax.ShapeDtypeStruct:
 
 
 def abstract_decode_state(cfg: ModelConfig, batch_slots: int, max_len: int, cache_dtype: str,
-                          mesh: Mesh) -> dict[str, Any]:
-    """The decode engine's slot state as the engine lays it out (engine_steps.state_shardings): KV cache
+                          mesh: Mesh) -> DecodeState:
+    """The decode engine's slot state as the engine lays it out (engine.state.state_shardings): KV cache
     sharded by the cache's logical axes, every per-slot array by its leading (slot) axis over data x fsdp."""
     dt = None if cache_dtype == "auto" else dtype_of(cache_dtype)
     shapes = jax.eval_shape(lambda: init_state(cfg, batch_slots, max_len, dt))
-    return _with_shardings(shapes, engine_steps.state_shardings(cfg, batch_slots, max_len, dt, mesh))
+    return _with_shardings(shapes, decode_state_shardings(cfg, batch_slots, max_len, dt, mesh))
 
 
 def abstract_prefill_inputs(rows: int, tokens: int, mesh: Mesh) -> tuple[jax.ShapeDtypeStruct, ...]:

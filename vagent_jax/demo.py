@@ -16,11 +16,10 @@ from typing import Any
 
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import TaskConfig, eval_tasks
+from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.eval.pass_rate import policy_pass_rate
-from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rl.policy_loss import PolicyLossConfig
-from vagent_jax.sampling.engine import EngineConfig
 from vagent_jax.sharding import MeshConfig
 from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.optimizer import OptimizerConfig

@@ -22,8 +22,8 @@ from collections import Counter, deque
 from typing import Any, Mapping, Protocol, Sequence
 
 from vagent_jax.chat_template import render_chat, render_turn_suffix
+from vagent_jax.engine import Trajectory, TurnEnd
 from vagent_jax.envs import EnvStep, EnvWorkerPool, Message, Reward, get_env
-from vagent_jax.sampling.engine import Trajectory, TurnEnd
 from vagent_jax.tokenizer import Tokenizer
 
 TRUNCATING = ("max_new_tokens", "max_length", "deepconf", "nonfinite")

@@ -18,11 +18,10 @@ from typing import Any, Literal, Sequence
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.jsonl_tasks import write_jsonl_tasks
 from vagent_jax.data.task_source import TaskConfig, train_tasks
+from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.eval.policy_rollouts import check_out_file, check_tasks, load_checked_policy, sample_rollouts
-from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rollout import RolloutResult
-from vagent_jax.sampling.engine import EngineConfig
 from vagent_jax.sharding import MeshConfig
 
 Outputs = Literal["both", "sft", "tasks"]

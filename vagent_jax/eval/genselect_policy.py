@@ -15,9 +15,9 @@ import numpy as np
 
 from vagent_jax.chat_template import render_chat, stop_token_ids
 from vagent_jax.config import require
+from vagent_jax.engine import DecodeEngine, EngineConfig
 from vagent_jax.eval.estimators import majority_vote
 from vagent_jax.eval.genselect import GenSelectResult, build_genselect_prompt, parse_judgment
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
 from vagent_jax.train.policy_dir import Policy
 
 MIN_CANDIDATE_TOKENS = 8

@@ -6,10 +6,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vagent_jax.engine import EngineConfig
 from vagent_jax.eval.estimators import wilson_interval
 from vagent_jax.eval.policy_rollouts import sample_rollouts
 from vagent_jax.rollout import RolloutResult
-from vagent_jax.sampling.engine import EngineConfig
 from vagent_jax.train.policy_dir import Policy
 from vagent_jax.train.rollout_metrics import rollout_metrics
 

@@ -12,11 +12,11 @@ import numpy as np
 
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import config_scope, require
+from vagent_jax.engine import DecodeEngine, EngineConfig, Trajectory, TurnEnd
 from vagent_jax.envs import EnvWorkerPool, get_env
 from vagent_jax.eval.sample_metrics import EvalSample
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rollout import RolloutResult, RolloutRunner
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig, Trajectory, TurnEnd
 from vagent_jax.sharding import MeshConfig
 from vagent_jax.train.policy_dir import Policy, load_policy
 from vagent_jax.train.run_common import run_mesh

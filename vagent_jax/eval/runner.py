@@ -25,9 +25,8 @@ from vagent_jax.eval.policy_rollouts import (check_out_file, check_tasks, load_c
                                              solution_text, to_sample)
 from vagent_jax.eval.sample_metrics import (CI_METHOD, DeepConfSettings, EvalSample, aggregate,
                                             label_of, live_online_scores, online_threshold_of, task_scores)
-from vagent_jax.kernels.sampling import SamplingConfig
+from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.sampling.engine import EngineConfig
 from vagent_jax.sharding import MeshConfig
 
 

@@ -14,7 +14,7 @@ Data: every process holds the same host-side (numpy) global batch; `to_global` t
 with the step's batch sharding, each process filling only the rows of its own devices. `to_host` is the
 way back for arrays that span processes, `allgather_objects` moves small picklable results (rollouts,
 iterator states) to every host. The decode engine needs none of these for parameters: it decodes with the
-globally sharded train-state params on every host (sampling/engine_hosts.py).
+globally sharded train-state params on every host (engine/hosts.py).
 """
 from __future__ import annotations
 

@@ -38,15 +38,14 @@ from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, make_env, train_tasks
 from vagent_jax.envs import EnvWorkerPool
-from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.rl.advantages import ADVANTAGES
 from vagent_jax.rl.curriculum import Curriculum, CurriculumConfig
 from vagent_jax.rl.entropy_control import AdaptiveEntropyConfig, entropy_bonus_coef, update_entropy_coef
 from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.rl.rollout_batch import (RewardShapingConfig, generation_budget, group_advantages, keep_groups,
                                          loss_rows_kept, minibatch_slices, shaped_rewards, update_batch)
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.rollout import RolloutRunner
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
 from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
@@ -56,8 +55,8 @@ from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, write_policy_meta
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 from vagent_jax.train.rollout_metrics import rollout_metrics
-from vagent_jax.train.step_metrics import reduce_step_metrics
 from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, save_on_interrupt
+from vagent_jax.train.step_metrics import reduce_step_metrics
 from vagent_jax.train.train_state import train_state_from_params
 
 

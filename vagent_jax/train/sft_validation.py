@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import jax
 
 from vagent_jax.config import config_scope, require
-from vagent_jax.sampling.engine import EngineConfig
+from vagent_jax.engine import EngineConfig
 
 ValidationPoint = tuple[int, float]  # (SFT step, validation pass@1)
 

@@ -13,7 +13,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from scipy import stats
 
 from vagent_jax.config import ConfigError, from_dict
-from vagent_jax.kernels.sampling import SamplingConfig, sample
+from vagent_jax.engine import SamplingConfig
+from vagent_jax.kernels.sampling import sample
 from vagent_jax.kernels.sampling_pallas import fused_sampling_pass, sample_pallas
 from vagent_jax.kernels.sampling_reference import (
     _candidate_threshold, _sorted_threshold, admission_threshold, inverse_temperature, top_k_largest,

@@ -5,84 +5,36 @@ free slots with one batched prefill per shape bucket, runs one jitted chunk of d
 turns that ended (stop token, stop sequence, per-turn budget, cache end, DeepConf low confidence, NaN
 logits). A finished slot takes a new request without recompiling: prefill shapes are bucketed to powers of
 two (rows and tokens), so a run compiles at most log2(B) * log2(S) prefill programs plus one decode chunk;
-`compiled_programs` counts them. The jitted programs live at module level (engine_steps), so a new engine
+`compiled_programs` counts them. The jitted programs live at module level (engine.programs), so a new engine
 with the same static settings reuses what an earlier one compiled. Sampling noise is drawn per (engine
 seed, request seed, position) (`submit(..., seed=)`), so a request's tokens do not depend on its slot,
 on the other requests or on how decoding is cut into calls (up to float rounding of the logits).
 
 Built with a `mesh`, the slot state (KV cache included) is sharded on it by the run's logical-axis rules
-(engine_steps.state_shardings) and the programs keep it so; the parameters are whatever arrays the
+(engine.state.state_shardings) and the programs keep it so; the parameters are whatever arrays the
 engine is handed, used in place. An RL run builds one engine and, each step, hands it the new params
 (`set_params`, no copy) and a new seed (`reset`): no recompilation, no rebuilt state. On a mesh spanning
 several processes every host owns the slots on its devices and all hosts step together (`sync_step`, see
-engine_hosts): the parameters stay globally sharded, no host gathers them.
+engine.hosts): the parameters stay globally sharded, no host gathers them.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections import deque
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from vagent_jax.config import config_scope, require
-from vagent_jax.kernels.sampling import SamplingConfig
+from vagent_jax.engine.config import EngineConfig
+from vagent_jax.engine.hosts import HostIO
+from vagent_jax.engine.programs import decode_chunk_jit, mesh_programs, prefill_jit, slot_row_jit
+from vagent_jax.engine.state import ROW_FIELDS, StepConsts, StopReason, init_state
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import dtype_of
-from vagent_jax.sampling.engine_hosts import HostIO
-from vagent_jax.sampling.engine_steps import (REASONS, ROW_FIELDS, StepConsts, decode_chunk_jit, init_state,
-                                              mesh_programs, prefill_jit, slot_row_jit)
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    """Decode engine shape and stopping rules."""
-
-    batch_slots: int = 64
-    max_len: int = 512  # cache positions per slot: prompt + every turn + observations
-    max_new_tokens: int = 256  # per assistant turn
-    chunk_steps: int = 16  # decode steps per jitted chunk (host sees finished turns between chunks)
-    min_prefill_bucket: int = 16
-    min_prefill_rows: int = 8  # smallest row bucket of a prefill: fewer programs to compile, little waste
-    # Largest rows x tokens of one prefill call (0: batch_slots x max_len); a longer admission batch is
-    # prefilled in several calls of fewer rows, so prefill memory stays bounded (rows x tokens x max_len).
-    max_prefill_tokens: int = 0
-    min_kv_bucket: int = 64  # smallest attention length of a decode chunk (buckets are powers of two)
-    sampling: SamplingConfig = SamplingConfig()
-    impl: Literal["reference", "pallas"] = "reference"
-    deepconf_window: int = 64  # tokens in DeepConf's sliding window (paper: 2048)
-    cache_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-
-    def validate(self, vocab_size: int | None = None) -> None:
-        """Reject impossible shapes, naming the key."""
-        require(self.batch_slots >= 1, "batch_slots", f"must be >= 1, got {self.batch_slots}")
-        require(self.max_len >= 2, "max_len", f"must be >= 2, got {self.max_len}")
-        require(1 <= self.max_new_tokens < self.max_len, "max_new_tokens",
-                f"must be in [1, max_len={self.max_len}), got {self.max_new_tokens}")
-        require(self.chunk_steps >= 1, "chunk_steps", f"must be >= 1, got {self.chunk_steps}")
-        require(self.min_prefill_bucket >= 1, "min_prefill_bucket", f"must be >= 1, got {self.min_prefill_bucket}")
-        require(self.min_prefill_rows >= 1, "min_prefill_rows", f"must be >= 1, got {self.min_prefill_rows}")
-        require(self.max_prefill_tokens >= 0, "max_prefill_tokens",
-                f"must be >= 0 (0: no limit), got {self.max_prefill_tokens}")
-        require(self.min_kv_bucket >= 1, "min_kv_bucket", f"must be >= 1, got {self.min_kv_bucket}")
-        require(self.deepconf_window >= 1, "deepconf_window", f"must be >= 1, got {self.deepconf_window}")
-        require(self.impl in ("reference", "pallas"), "impl", f"must be 'reference' or 'pallas', got {self.impl!r}")
-        require(self.cache_dtype in ("auto", "float32", "bfloat16"), "cache_dtype",
-                f"must be 'auto', 'float32' or 'bfloat16', got {self.cache_dtype!r}")
-        with config_scope("sampling"):
-            self.sampling.validate(vocab_size)
-
-    def prefill_rows_cap(self, tokens: int) -> int:
-        """Most rows one prefill of `tokens`-token bucket holds: batch_slots, or the largest power of two
-        within max_prefill_tokens (at least 1)."""
-        if not self.max_prefill_tokens:
-            return self.batch_slots
-        fit = max(1, self.max_prefill_tokens // tokens)
-        return min(self.batch_slots, 1 << (fit.bit_length() - 1))
 
 
 @dataclasses.dataclass
@@ -163,7 +115,7 @@ class DecodeEngine:
             progs = mesh_programs(mesh, model_cfg, B, S, cache_dtype)
             self._prefill, self._decode, self._row = progs.prefill, progs.decode_chunk, progs.slot_row
             self.state = progs.init()
-            self._io = HostIO(mesh, progs.state_shardings["pos"], B)
+            self._io = HostIO(mesh, progs.state_shardings.pos, B)
         self.mesh, self.collective = mesh, self._io.collective
         m = max([len(s) for s in stop_sequences] + [1])
         seqs = np.full((len(stop_sequences), m), -1, np.int32)
@@ -269,12 +221,12 @@ class DecodeEngine:
         self._running.discard(slot)
         n = int(self._pos[slot]) + 1
         if self.collective:  # from this host's own shards: no collective, hosts finish independently
-            row = {k: self._io.row(self.state[k], slot) for k in ROW_FIELDS}
+            row = {k: self._io.row(getattr(self.state, k), slot) for k in ROW_FIELDS}
         else:
             row = jax.device_get(self._row(self.state, jnp.asarray(slot, jnp.int32)))
         get = lambda k: np.asarray(row[k][:n])  # noqa: E731
         return Trajectory(request_id, get("tokens"), get("gen_mask"), get("logprob"), get("sample_logprob"),
-                          get("entropy"), get("confidence"), REASONS[int(row["reason"])])
+                          get("entropy"), get("confidence"), StopReason(int(row["reason"])).label)
 
     # ----- the loop -------------------------------------------------------------------------------------
     def _admit(self, alive: bool = True) -> bool:
@@ -354,24 +306,24 @@ class DecodeEngine:
         anyone = self._admit(alive)
         if not self.collective and not self._running:
             return [], anyone
-        active, pos = self._io.get((self.state["active"], self.state["pos"]))
+        active, pos = self._io.get((self.state.active, self.state.pos))
         if active.any():
             kv_len = self._kv_bucket(int(pos[active].max()))
             self._shapes.add(("decode", self.cfg.batch_slots, self.cfg.chunk_steps, kv_len))
             self.state = self._decode(self.params, self.state, self._key, self.consts,
                                       steps=self.cfg.chunk_steps, kv_len=kv_len, **self._static)
         active, reason, pos, last = self._io.get(
-            (self.state["active"], self.state["reason"], self.state["pos"], self.state["last"]))
+            (self.state.active, self.state.reason, self.state.pos, self.state.last))
         self._pos[:], self._last[:] = pos, last
         ended = [s for s in self._running if not active[s]]
         if not ended:
             return [], anyone
-        tokens = self._io.get_rows(self.state["tokens"])
+        tokens = self._io.get_rows(self.state.tokens)
         out = []
         for s in sorted(ended):
             self._running.discard(s)
             a, b = int(self._turn_start[s]), int(pos[s]) + 1
-            out.append(TurnEnd(self._req_of[s], REASONS[int(reason[s])], tokens[s, a:b].tolist()))
+            out.append(TurnEnd(self._req_of[s], StopReason(int(reason[s])).label, tokens[s, a:b].tolist()))
         return out, anyone
 
     def generate(self, prompts: Sequence[Sequence[int]], thresholds: Sequence[float] | None = None) -> list[Trajectory]:

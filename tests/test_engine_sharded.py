@@ -8,12 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from vagent_jax.kernels.sampling import SamplingConfig
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
+from vagent_jax.engine.programs import mesh_programs
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import init_params
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
-from vagent_jax.sampling.engine_steps import mesh_programs
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.train_state import param_shardings
 
@@ -61,7 +59,7 @@ def test_sharded_greedy_equals_one_device_and_spreads_params_and_cache(mesh):
     sharded = jax.device_put(params, param_shardings(CFG, mesh))
     eng = DecodeEngine(sharded, CFG, ENGINE, (), mesh=mesh)
     assert _tokens(eng.generate(prompts)) == want
-    cache = eng.state["cache"]
+    cache = eng.state.cache
     assert cache["k"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None, None)
     total = sum(x.nbytes for x in jax.tree.leaves((sharded, cache)))
     norms = sum(x.nbytes for path, x in jax.tree_util.tree_leaves_with_path(sharded)

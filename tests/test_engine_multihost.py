@@ -13,7 +13,7 @@ import jax
 
 from mh_engine_case import CFG, ENGINE, handle_turns, init_params, prompts
 from test_train_multihost import ROOT, TESTS, _env, _free_port, wait_all
-from vagent_jax.sampling.engine import DecodeEngine
+from vagent_jax.engine import DecodeEngine
 
 TIMEOUT = 240
 

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vagent_jax.kernels.sampling import SamplingConfig, sample
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
+from vagent_jax.kernels.sampling import sample
 from vagent_jax.kernels.sampling_reference import position_seeds, row_seeds
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import init_params
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
 
 CFG = ModelConfig(vocab_size=61, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64,
                   max_seq_len=64, init_std=0.5)

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 
 from vagent_jax.config import ConfigError
+from vagent_jax.engine import DecodeEngine, DecodeState, EngineConfig, SamplingConfig, StopReason, reachable_programs
+from vagent_jax.engine import programs as engine_programs
 from vagent_jax.eval.deepconf import group_confidences, stop_position, trace_score
-from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.models.transformer import forward, init_params
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig, reachable_programs
-from vagent_jax.sampling import engine_steps
-from vagent_jax.sampling.engine_steps import REASONS
 
 # init_std 0.5 makes logits peaked, so greedy argmax never sits on a near-tie between cached and full forward.
 # Untied embeddings: a NaN embedding row poisons only the rows that read that token. Engines share compiled
@@ -104,10 +102,10 @@ def test_greedy_matches_naive_loop_and_reuses_slots_without_recompiling(params):
     assert 2 <= n <= 3 + 2 * 2
     kv = {shape[3] for shape in eng._shapes if shape[0] == "decode"}
     assert min(kv) < 32 and kv <= {8, 16, 32}  # short rows attended over a prefix of the cache only
-    jitted = (engine_steps.prefill_jit._cache_size(), engine_steps.decode_chunk_jit._cache_size())
+    jitted = (engine_programs.prefill_jit._cache_size(), engine_programs.decode_chunk_jit._cache_size())
     again = eng.generate(prompts)  # same shapes recur: no new programs, same greedy output
     assert eng.compiled_programs == n
-    assert (engine_steps.prefill_jit._cache_size(), engine_steps.decode_chunk_jit._cache_size()) == jitted
+    assert (engine_programs.prefill_jit._cache_size(), engine_programs.decode_chunk_jit._cache_size()) == jitted
     assert [t.tokens.tolist() for t in again] == [t.tokens.tolist() for t in trajs]
     assert eng.free_slots == 2
 
@@ -242,9 +240,16 @@ def test_nonfinite_row_is_flagged_and_slot_is_reusable(params):
     assert later.reason == "max_new_tokens" and later.tokens.tolist() == short + ref_short
 
 
-def test_reasons_table_is_complete():
-    assert set(REASONS.values()) == {"running", "stop_token", "stop_sequence", "max_new_tokens", "max_length",
-                                     "deepconf", "nonfinite"}
+def test_state_is_typed_and_stores_stop_reasons(params):
+    """The device state is a DecodeState pytree whose `reason` holds StopReason codes; a trajectory carries
+    the code's label."""
+    eng = make_engine(params)
+    (traj,) = eng.generate([[1, 2, 3]])
+    assert isinstance(eng.state, DecodeState) and eng.state.tokens.shape == (eng.cfg.batch_slots, eng.cfg.max_len)
+    code = StopReason(int(eng.state.reason[0]))
+    assert code is StopReason.MAX_NEW_TOKENS and traj.reason == code.label == "max_new_tokens"
+    assert [r.label for r in StopReason] == ["running", "stop_token", "stop_sequence", "max_new_tokens",
+                                             "max_length", "deepconf", "nonfinite"]
 
 
 def test_bad_input_names_the_culprit(params):

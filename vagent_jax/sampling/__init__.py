@@ -1,1 +1,0 @@
-"""vagent_jax.sampling."""
