@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
-from vagent_jax.engine import SamplingConfig
+from vagent_jax.engine import SamplingConfig  # noqa: E402
 from vagent_jax.kernels.sampling import sample
 
 

@@ -18,10 +18,9 @@ from vagent_jax.chat_template import render_chat, stop_token_ids
 from vagent_jax.data.task_source import TaskConfig
 from vagent_jax.envs.base import EnvStep, Environment, Message, as_messages
 from vagent_jax.envs.registry import get_env, register_env
-from vagent_jax.kernels.sampling import SamplingConfig
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rl.policy_loss import PolicyLossConfig
-from vagent_jax.sampling.engine import DecodeEngine, EngineConfig
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.tokenizer_train import train_byte_bpe
 from vagent_jax.train.optimizer import OptimizerConfig
