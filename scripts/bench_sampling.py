@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from vagent_jax.engine import SamplingConfig  # noqa: E402
-from vagent_jax.kernels.sampling import sample
+from vagent_jax.kernels.sampling import sample  # noqa: E402
 
 
 def best_time(fn: Callable[[], jax.Array], repeats: int) -> float:
