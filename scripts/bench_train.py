@@ -44,12 +44,12 @@ def _tokens(cfg: ModelConfig, batch: int, seq: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(4, cfg.vocab_size, (batch, seq), dtype=np.int32)
 
 
-def bench_sft(cfg: ModelConfig, batch: int, seq: int, repeats: int) -> dict:
-    """Best SFT step seconds, tokens/s and model FLOP/s."""
+def bench_sft(cfg: ModelConfig, batch: int, seq: int, repeats: int, unroll_layers: bool | None = None) -> dict:
+    """Best SFT step seconds, tokens/s and model FLOP/s (unroll_layers: None = the run's default)."""
     mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
     opt = OptimizerConfig(lr=1e-4, warmup_steps=0, schedule="constant")
     state = create_train_state(cfg, opt, mesh, jax.random.key(0))
-    step = make_sft_step(cfg, opt, mesh)
+    step = make_sft_step(cfg, opt, mesh, unroll_layers=unroll_layers)
     tokens = _tokens(cfg, batch, seq, 0)
     b = {"tokens": tokens, "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
          "segment_ids": np.ones((batch, seq), np.int32), "loss_mask": np.ones((batch, seq), np.float32)}
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="tiny shapes: checks the script, not the machine")
+    ap.add_argument("--compare-scan", action="store_true",
+                    help="also time the SFT step with the layer loop as a lax.scan (the former default on CPU)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     cfg = PRESETS[args.preset]
@@ -121,10 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
     peaks = [fp32_matmul_peak(512 if args.quick else 1024)]
     sft = bench_sft(cfg, batch, seq, repeats)
     rl = bench_rl(cfg, rollouts, prompt, gen, repeats)
+    scan = bench_sft(cfg, batch, seq, repeats, unroll_layers=False) if args.compare_scan else None
     peaks.append(fp32_matmul_peak(512 if args.quick else 1024))
     peak = max(peaks)
     sft["mfu"] = sft["flops_per_s"] / peak
     rl["update_mfu"] = rl["update_flops_per_s"] / peak
+    if scan is not None:
+        scan["mfu"] = scan["flops_per_s"] / peak
+        sft["scan_layer_loop"] = {**scan, "scan_over_default": scan["step_s"] / sft["step_s"]}
     out = {"preset": "quick" if args.quick else args.preset, "params": cfg.num_params,
            "matmul_peak_flops": peak, "load_average_1m": os.getloadavg()[0], "sft": sft, "rl": rl}
     if args.json:
@@ -133,6 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"peak fp32 matmul {peak / 1e9:.1f} GFLOP/s, load {out['load_average_1m']:.1f}, params {out['params']:,}")
         print(f"SFT  B={batch} T={seq}: {sft['step_s'] * 1e3:.1f} ms/step, {sft['tokens_per_s']:.0f} tok/s, "
               f"MFU {100 * sft['mfu']:.1f}%")
+        if scan is not None:
+            print(f"SFT  layer loop as lax.scan: {scan['step_s'] * 1e3:.1f} ms/step, MFU {100 * scan['mfu']:.1f}% "
+                  f"({sft['scan_layer_loop']['scan_over_default']:.2f}x the default's time)")
         print(f"RL   {rollouts} rollouts x {gen} tokens: rollout {rl['rollout_s'] * 1e3:.0f} ms + update "
               f"{rl['update_s'] * 1e3:.0f} ms = {rl['step_s'] * 1e3:.0f} ms/step (update MFU {100 * rl['update_mfu']:.1f}%)")
     return out

@@ -17,7 +17,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "bench_train.
 def test_quick_json_run() -> None:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json"], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--compare-scan", "--json"], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
@@ -33,3 +33,6 @@ def test_quick_json_run() -> None:
     assert rl["rollout_tokens_per_s"] * rl["rollout_s"] == pytest.approx(8 * 8)
     # MFU against the peak measured in the same run: a FLOP overcount or a wrong peak leaves (0, 1]
     assert 0 < sft["mfu"] <= 1 and 0 < rl["update_mfu"] <= 1
+    scan = sft["scan_layer_loop"]
+    assert scan["scan_over_default"] == pytest.approx(scan["step_s"] / sft["step_s"])
+    assert scan["flops_per_step"] == sft["flops_per_step"]

@@ -107,3 +107,36 @@ def test_sequence_stats_align_to_target_token_and_segments():
                 assert abs(ent[b, t] + (np.exp(ref[b, t - 1]) * ref[b, t - 1]).sum()) < 1e-4
             else:
                 assert lp[b, t] == 0.0 and ent[b, t] == 0.0
+
+
+def test_unrolled_layers_equal_the_scan_in_values_and_gradients() -> None:
+    """unroll_layers runs the same function: logp, entropy and the gradient of a loss on them match the
+    lax.scan over stacked layers (3 layers, so a wrong slice or layer order would show)."""
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=3, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=48)
+    params = jax.tree.map(jnp.asarray, host_params(cfg, 3))
+    rng = np.random.default_rng(1)
+    tokens = jnp.asarray(rng.integers(0, 64, (2, 9)), jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(9, dtype=jnp.int32), (2, 9))
+    seg = jnp.asarray([[1] * 9, [1] * 4 + [2] * 5], jnp.int32)
+
+    def loss(p, unroll):
+        lp, ent, valid = sequence_token_stats(p, tokens, positions, seg, cfg=cfg, unroll_layers=unroll)
+        return jnp.sum(lp) + 0.5 * jnp.sum(ent), (lp, ent, valid)
+
+    (l0, out0), g0 = jax.value_and_grad(loss, has_aux=True)(params, False)
+    (l1, out1), g1 = jax.value_and_grad(loss, has_aux=True)(params, True)
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    for a, b in zip(out1, out0):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-6)
+    assert jax.tree.structure(g1) == jax.tree.structure(g0)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # fp32 summation order
+    assert float(jnp.abs(g0["layers"]["mlp_norm"] if "mlp_norm" in g0["layers"] else
+                         jax.tree.leaves(g0["layers"])[0]).sum()) > 0  # gradients reach the stacked layers
+
+
+def test_unroll_layers_for_cpu_meshes() -> None:
+    from vagent_jax.sharding import MeshConfig, make_mesh
+    from vagent_jax.train.token_stats import unroll_layers_for
+
+    assert unroll_layers_for(make_mesh(MeshConfig(), devices=jax.devices()[:1]))

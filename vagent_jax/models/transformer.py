@@ -68,6 +68,16 @@ def _rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
+def _project(x: jax.Array, w: jax.Array, in_dims: int) -> jax.Array:
+    """x [B, T, *in] contracted with w [*in, *out] over the `in_dims` trailing / leading dims, as one 2-D
+    matmul [B*T, prod(in)] x [prod(in), prod(out)]. The same as the einsum; XLA:CPU runs the 2-D form's
+    backward ~1.5x faster (4m-size Qwen2, B=64 T=47: forward + backward 3.9 s vs 2.5 s)."""
+    lead, out = x.shape[:2], w.shape[in_dims:]
+    k = math.prod(w.shape[:in_dims])
+    y = jnp.dot(x.reshape(lead[0] * lead[1], k), w.reshape(k, math.prod(out)))
+    return y.reshape(*lead, *out)
+
+
 def _param(mod: nn.Module, name: str, shape: tuple[int, ...], names: tuple[str, ...], init: Any) -> Any:
     pd = dtype_of(mod.cfg.param_dtype)
     return mod.param(name, nn.with_logical_partitioning(init, names), shape, pd)
@@ -142,9 +152,9 @@ class Block(nn.Module):
         w_down = _param(self, "w_down", (F, D), ("mlp", "embed"), w)
 
         h = _rms_norm(x, attn_norm, cfg.rms_eps).astype(cd)
-        q = jnp.einsum("btd,dhk->bthk", h, wq.astype(cd))
-        k = jnp.einsum("btd,dhk->bthk", h, wk.astype(cd))
-        v = jnp.einsum("btd,dhk->bthk", h, wv.astype(cd))
+        q = _project(h, wq.astype(cd), 1)  # [B, T, H, hd]
+        k = _project(h, wk.astype(cd), 1)
+        v = _project(h, wv.astype(cd), 1)
         if cfg.qkv_bias:
             q = q + _param(self, "bq", (H, hd), ("heads", "head_dim"), zeros).astype(cd)
             k = k + _param(self, "bk", (K, hd), ("kv_heads", "head_dim"), zeros).astype(cd)
@@ -165,12 +175,12 @@ class Block(nn.Module):
         qg = q.reshape(B, T, K, H // K, hd)
         attn = (_attend_one(qg[:, 0], k, v, mask[:, 0])[:, None] if T == 1
                 else _attend(qg, k, v, mask)).reshape(B, T, H, hd)
-        x = x + jnp.einsum("bthk,hkd->btd", attn, wo.astype(cd)).astype(x.dtype)
+        x = x + _project(attn, wo.astype(cd), 2).astype(x.dtype)
 
         h = _rms_norm(x, mlp_norm, cfg.rms_eps).astype(cd)
-        gate = jnp.einsum("btd,df->btf", h, w_gate.astype(cd))
-        up = jnp.einsum("btd,df->btf", h, w_up.astype(cd))
-        y = jnp.einsum("btf,fd->btd", nn.silu(gate) * up, w_down.astype(cd))
+        gate = _project(h, w_gate.astype(cd), 1)
+        up = _project(h, w_up.astype(cd), 1)
+        y = _project(nn.silu(gate) * up, w_down.astype(cd), 1)
         return x + y.astype(x.dtype), new_cache
 
 

@@ -27,7 +27,7 @@ from vagent_jax.train.grad_accum import (accumulate_gradients, check_batch, divi
 from vagent_jax.train.multihost import to_global
 from vagent_jax.train.optimizer import OptimizerConfig, lr_schedule, make_optimizer
 from vagent_jax.train.step_metrics import StepMetrics
-from vagent_jax.train.token_stats import sequence_token_stats
+from vagent_jax.train.token_stats import sequence_token_stats, unroll_layers_for
 from vagent_jax.train.train_state import TrainState, param_shardings, state_shardings
 
 RL_REQUIRED = ("tokens", "positions", "loss_mask", "advantages")
@@ -49,10 +49,13 @@ def _with_segments(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_compute_logprobs(model_cfg: ModelConfig, mesh: Mesh, micro_batches: int = 1, *, seq_chunk: int = 256,
-                          temperature: float = 1.0) -> Callable[[Any, dict[str, Any]], tuple[jax.Array, jax.Array]]:
+                          temperature: float = 1.0, unroll_layers: bool | None = None
+                          ) -> Callable[[Any, dict[str, Any]], tuple[jax.Array, jax.Array]]:
     """compute_logprobs(params, batch) -> (logp, entropy) at `temperature`, fp32 [B, T] aligned to the token
     (0 where no prediction exists), for old_logp / ref_logp. batch: tokens, positions, optional segment_ids;
-    any other keys are ignored. Runs micro-batch by micro-batch (lax.map) to bound activation memory."""
+    any other keys are ignored. Runs micro-batch by micro-batch (lax.map) to bound activation memory.
+    unroll_layers: None = `unroll_layers_for(mesh)`."""
+    unroll = unroll_layers_for(mesh) if unroll_layers is None else unroll_layers
     p_shard = param_shardings(model_cfg, mesh)
     keys = ("tokens", "positions", "segment_ids")
     b_shard = {k: batch_sharding(mesh, 2) for k in keys}
@@ -63,7 +66,8 @@ def make_compute_logprobs(model_cfg: ModelConfig, mesh: Mesh, micro_batches: int
 
         def one(mb):
             lp, ent, _ = sequence_token_stats(params, mb["tokens"], mb["positions"], mb["segment_ids"],
-                                              cfg=model_cfg, seq_chunk=seq_chunk, temperature=temperature)
+                                              cfg=model_cfg, seq_chunk=seq_chunk, temperature=temperature,
+                                              unroll_layers=unroll)
             return lp, ent
 
         lp, ent = jax.lax.map(one, micro)
@@ -151,7 +155,7 @@ def _step_metrics(acc: Any, upd: dict[str, jax.Array]) -> StepMetrics:
 
 def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: PolicyLossConfig, mesh: Mesh,
                  micro_batches: int = 1, *, max_len: int | None = None, temperature: float = 1.0,
-                 seq_chunk: int = 256) -> RLStepFn:
+                 seq_chunk: int = 256, unroll_layers: bool | None = None) -> RLStepFn:
     """rl_step(state, batch, key, entropy_coef, ref_params=None) -> (state, StepMetrics), jitted with the
     mesh's shardings and the state donated (one compiled variant per set of batch keys).
 
@@ -161,7 +165,8 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
     [B, T]. ref_params, when given, supplies ref_logp by a forward of the reference policy. key: PRNG
     key (Clip-Cov's random picks). entropy_coef: scalar (may change per step without recompiling).
     temperature: the rollout temperature (> 0) every log-prob and entropy is taken at. max_len: the
-    generation limit L_max on generated tokens, required by aggregation 'seq_sum_const'.
+    generation limit L_max on generated tokens, required by aggregation 'seq_sum_const'. unroll_layers:
+    unrolled layer loop in the forward and backward (None = `unroll_layers_for(mesh)`: on CPU).
     Multi-host: batch holds the whole global batch (host arrays on every process, or global jax.Arrays).
     StepMetrics pairs: every policy_loss metric (loss, pg_loss, clip fractions, approx_kl, entropy, ...),
     cov_mean over the whole batch, mismatch_* when rollout_logp is given, grad_norm and lr (count 1);
@@ -180,10 +185,11 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
     replicated = NamedSharding(mesh, PartitionSpec())
     variants: dict[tuple[tuple[str, ...], bool], Any] = {}
     presel = micro_batches > 1 and needs_selections(loss_cfg)
+    unroll = unroll_layers_for(mesh) if unroll_layers is None else unroll_layers
 
     def stats(params, mb):
         return sequence_token_stats(params, mb["tokens"], mb["positions"], mb["segment_ids"], cfg=model_cfg,
-                                    seq_chunk=seq_chunk, temperature=temperature)
+                                    seq_chunk=seq_chunk, temperature=temperature, unroll_layers=unroll)
 
     def build(keys: tuple[str, ...], with_ref: bool) -> Any:
         def step(state, batch, key, entropy_coef, ref_params):

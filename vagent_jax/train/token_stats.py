@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vagent_jax.models.config import ModelConfig
-from vagent_jax.models.transformer import dtype_of, hidden_states, lm_head_weight
+from vagent_jax.models.transformer import dtype_of, hidden_states, lm_head_weight, unstack_layers
 
 
 def _chunk_stats(h: jax.Array, w: jax.Array, targets: jax.Array, inv_t: float) -> tuple[jax.Array, jax.Array]:
@@ -70,6 +70,14 @@ def token_logprobs_and_entropy(h: jax.Array, w: jax.Array, targets: jax.Array, *
     return logp, entropy
 
 
+def unroll_layers_for(mesh: Any) -> bool:
+    """Whether training steps on `mesh` unroll the layer loop: yes on CPU devices, where XLA:CPU runs the
+    backward of a lax.scan over stacked layer weights ~2x slower than unrolled layers (4m-size Qwen2,
+    B=64 T=47: 4.4 s vs 2.0 s forward + backward); no on TPU / GPU, where the scan keeps compile time flat
+    in depth."""
+    return all(d.platform == "cpu" for d in mesh.devices.flat)
+
+
 def next_token_valid(tokens: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
     """bool [B, T]: token t has a prediction inside its own sequence (t >= 1, same non-zero segment as t-1)."""
     B, T = tokens.shape
@@ -82,7 +90,8 @@ def next_token_valid(tokens: jax.Array, segment_ids: jax.Array | None) -> jax.Ar
 
 def sequence_token_stats(params: Any, tokens: jax.Array, positions: jax.Array,
                          segment_ids: jax.Array | None = None, *, cfg: ModelConfig,
-                         seq_chunk: int = 256, temperature: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+                         seq_chunk: int = 256, temperature: float = 1.0,
+                         unroll_layers: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(logp, entropy, valid), all [B, T], aligned to the TARGET token.
 
     logp[b, t] = log pi(tokens[b, t] | tokens[b, <t] of its segment) and entropy[b, t] the entropy of
@@ -90,7 +99,11 @@ def sequence_token_stats(params: Any, tokens: jax.Array, positions: jax.Array,
     prediction exists (false at t = 0 and at the first token of each packed segment), and logp/entropy
     are 0 where it is false. This is the alignment of
     a sampler's per-token logprobs, so rollout_logp / old_logp / loss masks index the same positions.
+    unroll_layers: run the layers as an unrolled loop over per-layer slices instead of a lax.scan over the
+    stacked weights (the same function; see `unroll_layers_for`).
     """
+    if unroll_layers and not isinstance(params["layers"], (tuple, list)):
+        params = unstack_layers(params)
     h, _ = hidden_states(params, tokens, positions, segment_ids, cfg=cfg)
     w = lm_head_weight(params, cfg)
     nxt = jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))  # predicted at position t: tokens[t + 1]
