@@ -203,7 +203,7 @@ def rl_lowerings(cfg: RLConfig, model: ModelConfig, mesh: Mesh) -> dict[tuple, L
                                                 lambda: step.lower(state, batch, key, 0.0, ref),
                                                 train_model_flops(model, per_update, T), 0)}
     if cfg.updates_per_batch > 1:
-        lp = make_compute_logprobs(model, mesh, cfg.micro_batches).jitted  # type: ignore[attr-defined]
+        lp = make_compute_logprobs(model, mesh, cfg.micro_batches)
         lp_batch = {k: v for k, v in abstract_rl_batch(rows, T, mesh, old_logp=False).items()
                     if k in ("tokens", "positions")}
         lp_batch["segment_ids"] = lp_batch["tokens"]

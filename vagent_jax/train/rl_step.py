@@ -11,6 +11,7 @@ token, so the selections and the gradient do not depend on `micro_batches`.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -35,7 +36,7 @@ RL_OPTIONAL = ("segment_ids", "old_logp", "rollout_logp", "ref_logp")
 PER_ROW = ("advantages",)
 _SEL = "_selection_"  # prefix of the precomputed Selections carried inside a micro-batch
 
-RLStepFn = Callable[..., tuple[TrainState, StepMetrics]]
+LOGPROB_KEYS = ("tokens", "positions", "segment_ids")
 
 
 def _with_segments(batch: dict[str, Any]) -> dict[str, Any]:
@@ -48,17 +49,38 @@ def _with_segments(batch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class LogProbPass:
+    """The jitted log-prob pass (make_compute_logprobs): `pass_(params, batch) -> (logp, entropy)` fp32 [B, T];
+    `lower(params, batch)` lowers `jitted` for ahead-of-time compilation."""
+
+    jitted: Any  # jax.jit(fn) with the mesh's shardings
+    mesh: Mesh
+    micro_batches: int
+    batch_shardings: dict[str, NamedSharding]
+
+    def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        sub = {k: batch[k] for k in LOGPROB_KEYS if k in batch}
+        check_batch(sub, LOGPROB_KEYS[:2], LOGPROB_KEYS[2:], (), self.micro_batches, self.mesh, "logprob")
+        return _with_segments(sub)
+
+    def __call__(self, params: Any, batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
+        return self.jitted(params, to_global(self._inputs(batch), self.batch_shardings))
+
+    def lower(self, params: Any, batch: dict[str, Any]) -> Any:
+        """The pass lowered for these (abstract or concrete) inputs."""
+        return self.jitted.lower(params, self._inputs(batch))
+
+
 def make_compute_logprobs(model_cfg: ModelConfig, mesh: Mesh, micro_batches: int = 1, *, seq_chunk: int = 256,
-                          temperature: float = 1.0, unroll_layers: bool | None = None
-                          ) -> Callable[[Any, dict[str, Any]], tuple[jax.Array, jax.Array]]:
+                          temperature: float = 1.0, unroll_layers: bool | None = None) -> LogProbPass:
     """compute_logprobs(params, batch) -> (logp, entropy) at `temperature`, fp32 [B, T] aligned to the token
     (0 where no prediction exists), for old_logp / ref_logp. batch: tokens, positions, optional segment_ids;
     any other keys are ignored. Runs micro-batch by micro-batch (lax.map) to bound activation memory.
     unroll_layers: None = `unroll_layers_for(mesh)`."""
     unroll = unroll_layers_for(mesh) if unroll_layers is None else unroll_layers
     p_shard = param_shardings(model_cfg, mesh)
-    keys = ("tokens", "positions", "segment_ids")
-    b_shard = {k: batch_sharding(mesh, 2) for k in keys}
+    b_shard = {k: batch_sharding(mesh, 2) for k in LOGPROB_KEYS}
     out_shard = batch_sharding(mesh, 2)
 
     def fn(params, batch):
@@ -74,14 +96,7 @@ def make_compute_logprobs(model_cfg: ModelConfig, mesh: Mesh, micro_batches: int
         return merge_micro_batches(lp), merge_micro_batches(ent)
 
     jitted = jax.jit(fn, in_shardings=(p_shard, b_shard), out_shardings=(out_shard, out_shard))
-
-    def compute_logprobs(params: Any, batch: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
-        sub = {k: batch[k] for k in keys if k in batch}
-        check_batch(sub, keys[:2], keys[2:], (), micro_batches, mesh, "logprob")
-        return jitted(params, to_global(_with_segments(sub), b_shard))
-
-    compute_logprobs.jitted = jitted  # type: ignore[attr-defined]
-    return compute_logprobs
+    return LogProbPass(jitted, mesh, micro_batches, b_shard)
 
 
 def _batch_selections(params: Any, micro: dict[str, jax.Array], key: jax.Array, loss_cfg: PolicyLossConfig,
@@ -153,9 +168,49 @@ def _step_metrics(acc: Any, upd: dict[str, jax.Array]) -> StepMetrics:
     return StepMetrics(pairs, dict(acc.maxima), totals, ent, mask)
 
 
+@dataclasses.dataclass(frozen=True)
+class RLStep:
+    """The jitted RL update (make_rl_step): `step(state, batch, key, entropy_coef=0.0, ref_params=None)`;
+    `jitted(batch, ref_params)` is the compiled program for that batch's keys (built on first use, one per
+    set of keys and with/without ref_params); `lower(...)` lowers it for ahead-of-time compilation."""
+
+    loss_cfg: PolicyLossConfig
+    mesh: Mesh
+    micro_batches: int
+    build: Callable[[tuple[str, ...], bool], Any]  # (sorted batch keys, with_ref) -> jax.jit program
+    programs: dict = dataclasses.field(default_factory=dict, compare=False)  # built programs by signature
+
+    def _prepare(self, batch: dict[str, Any], ref_params: Any) -> tuple[Any, dict[str, Any]]:
+        check_batch(batch, RL_REQUIRED, RL_OPTIONAL, PER_ROW, self.micro_batches, self.mesh, "RL")
+        if self.loss_cfg.mismatch != "none" and "rollout_logp" not in batch:
+            raise ValueError(f"RL batch: loss mismatch '{self.loss_cfg.mismatch}' needs batch['rollout_logp']")
+        if self.loss_cfg.kl != "none" and ref_params is None and "ref_logp" not in batch:
+            raise ValueError(f"RL batch: kl '{self.loss_cfg.kl}' needs ref_params or batch['ref_logp']")
+        full = _with_segments(batch)
+        full = to_global(full, {k: batch_sharding(self.mesh, 1 if k in PER_ROW else 2) for k in full})
+        sig = (tuple(sorted(full)), ref_params is not None)
+        if sig not in self.programs:
+            self.programs[sig] = self.build(*sig)
+        return self.programs[sig], full
+
+    def jitted(self, batch: dict[str, Any], ref_params: Any = None) -> Any:
+        """The jax.jit program that runs this batch (its keys, with or without ref_params)."""
+        return self._prepare(batch, ref_params)[0]
+
+    def __call__(self, state: TrainState, batch: dict[str, Any], key: jax.Array, entropy_coef: Any = 0.0,
+                 ref_params: Any = None) -> tuple[TrainState, StepMetrics]:
+        fn, full = self._prepare(batch, ref_params)
+        return fn(state, full, key, jnp.asarray(entropy_coef, jnp.float32), ref_params)
+
+    def lower(self, state: Any, batch: dict[str, Any], key: Any, entropy_coef: Any = 0.0, ref_params: Any = None) -> Any:
+        """Lower the step for these (abstract or concrete) inputs, for ahead-of-time compilation."""
+        fn, full = self._prepare(batch, ref_params)
+        return fn.lower(state, full, key, jnp.asarray(entropy_coef, jnp.float32), ref_params)
+
+
 def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: PolicyLossConfig, mesh: Mesh,
                  micro_batches: int = 1, *, max_len: int | None = None, temperature: float = 1.0,
-                 seq_chunk: int = 256, unroll_layers: bool | None = None) -> RLStepFn:
+                 seq_chunk: int = 256, unroll_layers: bool | None = None) -> RLStep:
     """rl_step(state, batch, key, entropy_coef, ref_params=None) -> (state, StepMetrics), jitted with the
     mesh's shardings and the state donated (one compiled variant per set of batch keys).
 
@@ -183,7 +238,6 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
     lr_fn = lr_schedule(optimizer)
     s_shard = state_shardings(model_cfg, mesh, optimizer)
     replicated = NamedSharding(mesh, PartitionSpec())
-    variants: dict[tuple[tuple[str, ...], bool], Any] = {}
     presel = micro_batches > 1 and needs_selections(loss_cfg)
     unroll = unroll_layers_for(mesh) if unroll_layers is None else unroll_layers
 
@@ -210,28 +264,4 @@ def make_rl_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, loss_cfg: P
         return jax.jit(step, in_shardings=(s_shard, b_shard, replicated, replicated, ref_shard),
                        out_shardings=(s_shard, replicated), donate_argnums=0)
 
-    def variant(batch: dict[str, Any], ref_params: Any) -> tuple[Any, dict[str, Any]]:
-        check_batch(batch, RL_REQUIRED, RL_OPTIONAL, PER_ROW, micro_batches, mesh, "RL")
-        if loss_cfg.mismatch != "none" and "rollout_logp" not in batch:
-            raise ValueError(f"RL batch: loss mismatch '{loss_cfg.mismatch}' needs batch['rollout_logp']")
-        if loss_cfg.kl != "none" and ref_params is None and "ref_logp" not in batch:
-            raise ValueError(f"RL batch: kl '{loss_cfg.kl}' needs ref_params or batch['ref_logp']")
-        full = _with_segments(batch)
-        full = to_global(full, {k: batch_sharding(mesh, 1 if k in PER_ROW else 2) for k in full})
-        sig = (tuple(sorted(full)), ref_params is not None)
-        if sig not in variants:
-            variants[sig] = build(*sig)
-        return variants[sig], full
-
-    def rl_step(state: TrainState, batch: dict[str, Any], key: jax.Array, entropy_coef: Any = 0.0,
-                ref_params: Any = None) -> tuple[TrainState, StepMetrics]:
-        fn, full = variant(batch, ref_params)
-        return fn(state, full, key, jnp.asarray(entropy_coef, jnp.float32), ref_params)
-
-    def lower(state: Any, batch: dict[str, Any], key: Any, entropy_coef: Any = 0.0, ref_params: Any = None) -> Any:
-        """Lower the step for these (abstract or concrete) inputs, for ahead-of-time compilation."""
-        fn, full = variant(batch, ref_params)
-        return fn.lower(state, full, key, jnp.asarray(entropy_coef, jnp.float32), ref_params)
-
-    rl_step.lower = lower  # type: ignore[attr-defined]
-    return rl_step
+    return RLStep(loss_cfg, mesh, micro_batches, build)

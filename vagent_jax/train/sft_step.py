@@ -7,7 +7,8 @@ and gradients of the sum, then divide once; a non-finite loss or gradient skips 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,26 @@ from vagent_jax.train.train_state import TrainState, state_shardings
 
 SFT_BATCH_KEYS = ("tokens", "positions", "segment_ids", "loss_mask")
 
-StepFn = Callable[[TrainState, dict[str, Any]], tuple[TrainState, dict[str, jax.Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTStep:
+    """The jitted SFT update (make_sft_step): `step(state, batch)` checks the batch and runs `jitted` on it;
+    `lower(state, batch)` (arrays or ShapeDtypeStructs) lowers it for ahead-of-time compilation."""
+
+    jitted: Any  # jax.jit(step) with the mesh's in/out shardings, the state donated
+    mesh: Mesh
+    micro_batches: int
+    batch_shardings: dict[str, NamedSharding]
+
+    def __call__(self, state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
+        check_batch(batch, SFT_BATCH_KEYS, (), (), self.micro_batches, self.mesh, "SFT")
+        return self.jitted(state, to_global(batch, self.batch_shardings))
+
+    def lower(self, state: Any, batch: dict[str, Any]) -> Any:
+        """The step lowered for these (abstract or concrete) inputs."""
+        check_batch(batch, SFT_BATCH_KEYS, (), (), self.micro_batches, self.mesh, "SFT")
+        return self.jitted.lower(state, dict(batch))
 
 
 def sft_loss(params: Any, batch: dict[str, jax.Array], *, cfg: ModelConfig,
@@ -55,15 +75,15 @@ def sft_loss_and_grads(params: Any, batch: dict[str, jax.Array], *, cfg: ModelCo
 
 
 def make_sft_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh, micro_batches: int = 1,
-                  *, seq_chunk: int = 256, unroll_layers: bool | None = None) -> StepFn:
+                  *, seq_chunk: int = 256, unroll_layers: bool | None = None) -> SFTStep:
     """A step (state, batch) -> (state, metrics), jitted once with the mesh's in/out shardings and the
     state donated. batch: tokens, positions, segment_ids (int32) and loss_mask (0/1 or float), all
     [B, T]; B must be divisible by micro_batches and B / micro_batches by the data x fsdp devices.
     Metrics (fp32 scalars): loss, tokens (summed loss weight), entropy, grad_norm, lr, skipped.
     Multi-host: the batch is the whole global batch as host arrays on every process (each fills only its
     own devices' rows) or global jax.Arrays. Remat follows model_cfg.remat; unroll_layers: None =
-    `unroll_layers_for(mesh)` (unrolled on CPU). `.lower(state, batch)` (arrays or ShapeDtypeStructs) lowers it for
-    ahead-of-time compilation, e.g. for a TPU topology.
+    `unroll_layers_for(mesh)` (unrolled on CPU). `.lower(state, batch)` (arrays or ShapeDtypeStructs) lowers
+    it for ahead-of-time compilation, e.g. for a TPU topology.
     """
     if micro_batches < 1:
         raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
@@ -83,14 +103,4 @@ def make_sft_step(model_cfg: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh
 
     jitted = jax.jit(step, in_shardings=(s_shard, b_shard), out_shardings=(s_shard, replicated),
                      donate_argnums=0)
-
-    def run(state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
-        check_batch(batch, SFT_BATCH_KEYS, (), (), micro_batches, mesh, "SFT")
-        return jitted(state, to_global(batch, b_shard))
-
-    def lower(state: Any, batch: dict[str, Any]) -> Any:
-        check_batch(batch, SFT_BATCH_KEYS, (), (), micro_batches, mesh, "SFT")
-        return jitted.lower(state, dict(batch))
-
-    run.lower = lower  # type: ignore[attr-defined]
-    return run
+    return SFTStep(jitted, mesh, micro_batches, b_shard)
