@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,16 +86,6 @@ class PolicyLossConfig:
                 f"must be in (0, 1] (1 = off), got {self.entropy_top_frac}")
 
 
-def _check_shapes(logp, old_logp, advantages, mask, **optional) -> None:
-    if logp.ndim != 2:
-        raise ValueError(f"logp must be [B, T], got shape {logp.shape}")
-    for name, x in (("old_logp", old_logp), ("mask", mask), *optional.items()):
-        if x is not None and x.shape != logp.shape:
-            raise ValueError(f"{name} shape {x.shape} differs from logp shape {logp.shape}")
-    if advantages.shape != logp.shape[:1]:
-        raise ValueError(f"advantages must be [B] = {logp.shape[:1]}, got shape {advantages.shape}")
-
-
 class Selections(NamedTuple):
     """Token selections of one update batch, all [B, T] and detached.
 
@@ -142,8 +132,23 @@ def select_tokens(cfg: PolicyLossConfig, logp: jax.Array, old_logp: jax.Array, a
     return Selections(cov, detached, kl_cov, kept)
 
 
-def _check_options(cfg, rollout_logp, ref_logp, entropy, key, entropy_coef, max_len, selections) -> None:
-    """Stop naming the input an option of `cfg` needs and did not get."""
+def check_policy_loss_inputs(cfg: PolicyLossConfig, logp: Any, old_logp: Any, advantages: Any, mask: Any, *,
+                             rollout_logp: Any = None, ref_logp: Any = None, entropy: Any = None, key: Any = None,
+                             entropy_coef: Any = 0.0, max_len: int | None = None,
+                             selections: Selections | None = None) -> tuple[jax.Array, ...]:
+    """policy_loss's preconditions in one place: shapes ([B, T] everywhere, advantages [B]) and the inputs
+    an option of `cfg` needs; stops naming the input at fault. Returns (logp, old_logp, advantages fp32, mask)
+    as arrays."""
+    logp, old_logp = jnp.asarray(logp), jnp.asarray(old_logp)
+    advantages, mask = jnp.asarray(advantages, jnp.float32), jnp.asarray(mask)
+    if logp.ndim != 2:
+        raise ValueError(f"logp must be [B, T], got shape {logp.shape}")
+    for name, x in (("old_logp", old_logp), ("mask", mask), ("rollout_logp", rollout_logp),
+                    ("ref_logp", ref_logp), ("entropy", entropy)):
+        if x is not None and x.shape != logp.shape:
+            raise ValueError(f"{name} shape {x.shape} differs from logp shape {logp.shape}")
+    if advantages.shape != logp.shape[:1]:
+        raise ValueError(f"advantages must be [B] = {logp.shape[:1]}, got shape {advantages.shape}")
     if cfg.aggregation == "seq_sum_const" and (max_len is None or max_len <= 0):
         raise ValueError(f"aggregation 'seq_sum_const' needs max_len > 0 (the generation limit), got {max_len}")
     if cfg.mismatch != "none" and rollout_logp is None:
@@ -155,6 +160,7 @@ def _check_options(cfg, rollout_logp, ref_logp, entropy, key, entropy_coef, max_
     no_bonus = isinstance(entropy_coef, (int, float)) and entropy_coef == 0
     if entropy is None and (cfg.entropy_top_frac < 1 or not no_bonus):
         raise ValueError("entropy [B, T] is required by entropy_top_frac < 1 and by a nonzero entropy_coef")
+    return logp, old_logp, advantages, mask
 
 
 def _pg_token_loss(cfg, log_ratio, logp, adv, m, kl_cov_sel):
@@ -226,10 +232,9 @@ def policy_loss(
     approx_kl (k3 of old vs new: rho - 1 - log rho), cov_mean, entropy, kl_ref, frac_detached (Clip-Cov /
     KL-Cov picks), frac_masked and tis_weight_mean (mismatch), frac_kept (high-entropy selection).
     """
-    logp, old_logp = jnp.asarray(logp), jnp.asarray(old_logp)
-    advantages, mask = jnp.asarray(advantages, jnp.float32), jnp.asarray(mask)
-    _check_shapes(logp, old_logp, advantages, mask, rollout_logp=rollout_logp, ref_logp=ref_logp, entropy=entropy)
-    _check_options(cfg, rollout_logp, ref_logp, entropy, key, entropy_coef, max_len, selections)
+    logp, old_logp, advantages, mask = check_policy_loss_inputs(
+        cfg, logp, old_logp, advantages, mask, rollout_logp=rollout_logp, ref_logp=ref_logp, entropy=entropy,
+        key=key, entropy_coef=entropy_coef, max_len=max_len, selections=selections)
 
     valid = mask > 0
     m = valid.astype(jnp.float32)
@@ -262,8 +267,23 @@ def policy_loss(
     kept = m * kept
     if cfg.entropy_top_frac < 1:
         metrics["frac_kept"] = (kept.sum(), n_valid)
+    total = pg + _penalties(cfg, lp, valid, ref_logp, entropy, entropy_coef, metrics)
 
-    total = pg
+    loss_sum, denom = _aggregate(total, kept, cfg.aggregation, max_len)
+    metrics["loss"] = (loss_sum, denom)
+    metrics["pg_loss"] = _aggregate(pg, kept, cfg.aggregation, max_len)
+    metrics.update(_ratio_metrics(log_ratio, m, kept, clip_low, clip_high, cov))
+    metrics = {k: (jax.lax.stop_gradient(s), jax.lax.stop_gradient(c)) for k, (s, c) in metrics.items()}
+    return loss_sum, denom, metrics
+
+
+def _penalties(cfg: PolicyLossConfig, lp: jax.Array, valid: jax.Array, ref_logp: jax.Array | None,
+               entropy: jax.Array | None, entropy_coef: jax.Array | float, metrics: dict[str, Pair]) -> jax.Array:
+    """Per-token kl_coef * KL_ref (k1 = logp - ref, k3 = exp(ref - logp) - (ref - logp) - 1) minus
+    entropy_coef * H, [B, T] (0 without kl and entropy); adds the kl_ref and entropy metrics."""
+    m = valid.astype(jnp.float32)
+    n_valid = m.sum()
+    total = jnp.zeros(lp.shape, jnp.float32)
     if cfg.kl != "none":
         d = jnp.where(valid, ref_logp, 0.0) - lp
         kl_ref = -d if cfg.kl == "k1" else jnp.exp(d) - d - 1.0
@@ -273,15 +293,14 @@ def policy_loss(
         ent = jnp.where(valid, entropy, 0.0)
         total = total - entropy_coef * ent
         metrics["entropy"] = ((m * jax.lax.stop_gradient(ent)).sum(), n_valid)
+    return total
 
-    loss_sum, denom = _aggregate(total, kept, cfg.aggregation, max_len)
-    metrics["loss"] = (loss_sum, denom)
-    metrics["pg_loss"] = _aggregate(pg, kept, cfg.aggregation, max_len)
-    n_kept = kept.sum()
-    metrics["clip_frac_low"] = ((kept * clip_low).sum(), n_kept)
-    metrics["clip_frac_high"] = ((kept * clip_high).sum(), n_kept)
+
+def _ratio_metrics(log_ratio: jax.Array, m: jax.Array, kept: jax.Array, clip_low: jax.Array, clip_high: jax.Array,
+                   cov: jax.Array) -> dict[str, Pair]:
+    """Clip fractions over kept tokens, approx_kl (k3 of old vs new: rho - 1 - log rho) and cov_mean over
+    valid tokens, as (sum, count) pairs."""
+    n_kept, n_valid = kept.sum(), m.sum()
     sg_lr = jax.lax.stop_gradient(log_ratio)
-    metrics["approx_kl"] = ((m * (jnp.exp(sg_lr) - 1.0 - sg_lr)).sum(), n_valid)
-    metrics["cov_mean"] = (cov.sum(), n_valid)
-    metrics = {k: (jax.lax.stop_gradient(s), jax.lax.stop_gradient(c)) for k, (s, c) in metrics.items()}
-    return loss_sum, denom, metrics
+    return {"clip_frac_low": ((kept * clip_low).sum(), n_kept), "clip_frac_high": ((kept * clip_high).sum(), n_kept),
+            "approx_kl": ((m * (jnp.exp(sg_lr) - 1.0 - sg_lr)).sum(), n_valid), "cov_mean": (cov.sum(), n_valid)}
