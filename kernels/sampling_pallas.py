@@ -8,8 +8,9 @@ output blocks that stay resident across it (written at tile 0, updated every til
   best_key/x/idx  Gumbel-max race: max over admitted of z + G (x for greedy rows), first index on ties
   top_vals/ids    running top-K of x (K = max(conf_k, num_top_logprobs), stored in K_pad = 128k lanes)
   bad             NaN / +inf seen
-The running top-K merge extracts, per tile, one maximum per round while some row still has a tile value
-above its current K-th best; the round count is bounded by K and, after the first tiles, is usually small.
+The running top-K merge (`_merge_top_k`) extracts, per tile, one maximum per round while some row still has
+a tile value above its current K-th best; the round count is bounded by K and, after the first tiles, is
+usually small.
 The truncation threshold tau and the per-row seeds come from the pre-pass shared with the reference
 (`admission_threshold`, `row_seeds`), so tokens match the reference exactly; that pre-pass touches the
 logits only when some row truncates (max for min-p; top-256 candidates, rarely a sort, for top-k/top-p).
@@ -37,6 +38,56 @@ def _round_up(n: int, m: int) -> int:
     return (n + m - 1) // m * m
 
 
+def _merge_top_k(x: jax.Array, col: jax.Array, vals: jax.Array, ids: jax.Array,
+                 top_k_slots: int) -> tuple[jax.Array, jax.Array]:
+    """The running top-K of x after one tile: (vals, ids) [rows, K_pad] with the first top_k_slots lanes live.
+
+    Each round moves the tile's maximum into the slot of the row's current K-th best while it beats it
+    (lowest ids win ties, as in the reference); the round count is the most tile values any row has
+    above its K-th best, at most K, and after the first tiles usually small. x, col: [rows, block_v]."""
+    slots = vals.shape[1]
+    lane = jax.lax.broadcasted_iota(jnp.int32, vals.shape, 1)
+    slot_ok = lane < top_k_slots
+
+    def kth_best(v):
+        return jnp.min(jnp.where(slot_ok, v, jnp.inf), axis=1, keepdims=True)
+
+    above = jnp.sum((x > kth_best(vals)).astype(jnp.int32), axis=1, keepdims=True)
+    rounds = jnp.max(jnp.minimum(above, top_k_slots))
+
+    def merge_one(_, carry):
+        xt, vals, ids = carry
+        low = kth_best(vals)
+        # evict, among slots tied at the K-th value, the one with the largest id (lowest ids win ties)
+        tied = slot_ok & (vals == low)
+        evict_id = jnp.max(jnp.where(tied, ids, -1), axis=1, keepdims=True)
+        low_pos = jnp.min(jnp.where(tied & (ids == evict_id), lane, slots), axis=1, keepdims=True)
+        t_max = jnp.max(xt, axis=1, keepdims=True)
+        t_pos = jnp.min(jnp.where(xt == t_max, col, _BIG_INDEX), axis=1, keepdims=True)
+        take = t_max > low
+        put = take & (lane == low_pos)
+        vals = jnp.where(put, t_max, vals)
+        ids = jnp.where(put, t_pos, ids)
+        xt = jnp.where(take & (col == t_pos), _NEG, xt)
+        return xt, vals, ids
+
+    _, vals, ids = jax.lax.fori_loop(0, rounds, merge_one, (x, vals, ids))
+    return vals, ids
+
+
+def _init_state(refs: tuple, rows: int) -> None:
+    """Tile 0: the resident per-row state starts empty (maxima -inf, sums 0, top-K -inf)."""
+    m1, s1, mt, st, wt, sa, key, bx, bidx, bad, tv, ti = refs
+    for ref in (m1, mt, key):
+        ref[...] = jnp.full((rows, 1), _NEG, jnp.float32)
+    for ref in (s1, st, wt, sa, bx):
+        ref[...] = jnp.zeros((rows, 1), jnp.float32)
+    for ref in (bidx, bad):
+        ref[...] = jnp.zeros((rows, 1), jnp.int32)
+    tv[...] = jnp.full(tv.shape, _NEG, jnp.float32)
+    ti[...] = jnp.zeros(ti.shape, jnp.int32)
+
+
 def _sampling_kernel(
     inv_t_ref, tau_ref, greedy_ref, seed_ref, x_ref,  # inputs
     m1_ref, s1_ref, mt_ref, st_ref, wt_ref, sa_ref,  # outputs (resident state)
@@ -49,20 +100,8 @@ def _sampling_kernel(
 
     @pl.when(j == 0)
     def _init():
-        neg = jnp.full((rows, 1), _NEG, jnp.float32)
-        zero = jnp.zeros((rows, 1), jnp.float32)
-        m1_ref[...] = neg
-        s1_ref[...] = zero
-        mt_ref[...] = neg
-        st_ref[...] = zero
-        wt_ref[...] = zero
-        sa_ref[...] = zero
-        key_ref[...] = neg
-        bx_ref[...] = zero
-        bidx_ref[...] = jnp.zeros((rows, 1), jnp.int32)
-        bad_ref[...] = jnp.zeros((rows, 1), jnp.int32)
-        tv_ref[...] = jnp.full(tv_ref.shape, _NEG, jnp.float32)
-        ti_ref[...] = jnp.zeros(ti_ref.shape, jnp.int32)
+        _init_state((m1_ref, s1_ref, mt_ref, st_ref, wt_ref, sa_ref, key_ref, bx_ref, bidx_ref, bad_ref, tv_ref,
+                     ti_ref), rows)
 
     col = j * block_v + jax.lax.broadcasted_iota(jnp.int32, (rows, block_v), 1)
     x = x_ref[...].astype(jnp.float32)
@@ -106,36 +145,7 @@ def _sampling_kernel(
     bx_ref[...] = jnp.where(better, r_x, bx_ref[...])
     bidx_ref[...] = jnp.where(better, r_pos, bidx_ref[...])
 
-    # running top-K of x: extract tile maxima while they beat the row's current K-th best
-    slots = tv_ref.shape[1]
-    lane = jax.lax.broadcasted_iota(jnp.int32, (rows, slots), 1)
-    slot_ok = lane < top_k_slots
-
-    def kth_best(vals):
-        return jnp.min(jnp.where(slot_ok, vals, jnp.inf), axis=1, keepdims=True)
-
-    above = jnp.sum((x > kth_best(tv_ref[...])).astype(jnp.int32), axis=1, keepdims=True)
-    rounds = jnp.max(jnp.minimum(above, top_k_slots))
-
-    def merge_one(_, carry):
-        xt, vals, ids = carry
-        low = kth_best(vals)
-        # evict, among slots tied at the K-th value, the one with the largest id (lowest ids win ties)
-        tied = slot_ok & (vals == low)
-        evict_id = jnp.max(jnp.where(tied, ids, -1), axis=1, keepdims=True)
-        low_pos = jnp.min(jnp.where(tied & (ids == evict_id), lane, slots), axis=1, keepdims=True)
-        t_max = jnp.max(xt, axis=1, keepdims=True)
-        t_pos = jnp.min(jnp.where(xt == t_max, col, _BIG_INDEX), axis=1, keepdims=True)
-        take = t_max > low
-        put = take & (lane == low_pos)
-        vals = jnp.where(put, t_max, vals)
-        ids = jnp.where(put, t_pos, ids)
-        xt = jnp.where(take & (col == t_pos), _NEG, xt)
-        return xt, vals, ids
-
-    _, vals, ids = jax.lax.fori_loop(0, rounds, merge_one, (x, tv_ref[...], ti_ref[...]))
-    tv_ref[...] = vals
-    ti_ref[...] = ids
+    tv_ref[...], ti_ref[...] = _merge_top_k(x, col, tv_ref[...], ti_ref[...], top_k_slots)
 
 
 class PassStats(NamedTuple):
