@@ -113,7 +113,7 @@ def test_unrolled_layers_equal_the_scan_in_values_and_gradients() -> None:
     """unroll_layers runs the same function: logp, entropy and the gradient of a loss on them match the
     lax.scan over stacked layers (3 layers, so a wrong slice or layer order would show)."""
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=3, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=48)
-    params = jax.tree.map(jnp.asarray, host_params(cfg, 3))
+    params = random_params(cfg, 3, std=0.1)
     rng = np.random.default_rng(1)
     tokens = jnp.asarray(rng.integers(0, 64, (2, 9)), jnp.int32)
     positions = jnp.broadcast_to(jnp.arange(9, dtype=jnp.int32), (2, 9))
