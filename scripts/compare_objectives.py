@@ -181,13 +181,17 @@ def markdown_table(summary: dict[str, Any], steps: int, seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], steps: int, path: Path) -> None:
-    """Reward and entropy per step, one line per objective (mean over seeds; band = min..max)."""
-    fig = Figure(figsize=(10, 3.6), dpi=100)
+PANELS = (("reward", "Reward (rollout mean)"), ("entropy", "Entropy (policy tokens)"))
+
+
+def plot(summary: dict[str, Any], steps: int, path: Path, panels: Sequence[tuple[str, str]] = PANELS) -> None:
+    """One panel per (curve key, title), one line per run name (mean over seeds; band = min..max);
+    summary[name]["bands"][key] is a [seeds, steps] array (NaN where a step logged nothing)."""
+    fig = Figure(figsize=(5 * len(panels), 3.6), dpi=100)
     FigureCanvasAgg(fig)
     x = np.arange(1, steps + 1)
-    for i, (key, title) in enumerate((("reward", "Reward (rollout mean)"), ("entropy", "Entropy (policy tokens)"))):
-        ax = fig.add_subplot(1, 2, i + 1)
+    for i, (key, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
         for name, s in summary.items():
             band = s["bands"][key]
             ok = np.isfinite(band).any(0)

@@ -44,8 +44,6 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_objectives as co  # noqa: E402  (the shared run cache, series and JSON helpers)
 import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
 from vagent_jax.config import load_config  # noqa: E402
 from vagent_jax.data.task_source import TaskConfig, eval_tasks  # noqa: E402
@@ -191,25 +189,9 @@ def markdown_table(rows: dict[str, Any], base: dict[str, float], args: argparse.
 
 def plot(rows: dict[str, Any], steps: int, path: Path) -> None:
     """Entropy and rollout pass rate per step, one line per method (mean over seeds, band = min..max)."""
-    fig = Figure(figsize=(11, 3.8), dpi=100)
-    FigureCanvasAgg(fig)
-    x = np.arange(1, steps + 1)
-    for i, (key, title) in enumerate((("entropy", "Entropy (policy tokens)"), ("pass_rate", "Rollout pass rate"))):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for name, r in rows.items():
-            band = np.asarray(r["curves"][key], float)
-            ok = np.isfinite(band).any(0)
-            if ok.any():
-                (line,) = ax.plot(x[ok], co._nanmean(band[:, ok], 0), label=name)
-                lo = np.where(np.isfinite(band), band, np.inf).min(0)
-                hi = np.where(np.isfinite(band), band, -np.inf).max(0)
-                ax.fill_between(x[ok], lo[ok], hi[ok], alpha=0.15, color=line.get_color())
-        ax.set_title(title)
-        ax.set_xlabel("RL step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
+    bands = {name: {"bands": {k: np.asarray(r["curves"][k], float) for k in ("entropy", "pass_rate")}}
+             for name, r in rows.items()}
+    co.plot(bands, steps, path, panels=(("entropy", "Entropy (policy tokens)"), ("pass_rate", "Rollout pass rate")))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
