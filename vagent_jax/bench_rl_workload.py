@@ -21,6 +21,7 @@ from vagent_jax.envs.registry import get_env, register_env
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
+from vagent_jax.seeds import Purpose, purpose_key
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.tokenizer_train import train_byte_bpe
 from vagent_jax.train.optimizer import OptimizerConfig
@@ -118,8 +119,10 @@ class BenchTrainer(RLTrainer):
                  unroll_layers: bool | None = None) -> None:  # noqa: D107
         self.cfg, self.model, self.tok, self.template = cfg, model, tokenizer, "chatml"
         self.mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
-        self.state = create_train_state(model, cfg.optimizer, self.mesh, jax.random.key(cfg.seed))
-        self.ref_params, self.iterator, self.key = None, ListTaskIterator(tasks), jax.random.key(cfg.seed)
+        self.state = create_train_state(model, cfg.optimizer, self.mesh, purpose_key(cfg.seed, Purpose.PARAMS))
+        self.ref_params, self.iterator = None, ListTaskIterator(tasks)
+        self.key = purpose_key(cfg.seed, Purpose.UPDATE)
+        self.mix = self.judge = None  # one environment, no rubric judge
         self.rows = cfg.prompts_per_step * cfg.group_size
         self.l_max = cfg.engine.max_new_tokens
         T = cfg.engine.sampling.temperature
