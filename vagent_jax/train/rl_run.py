@@ -12,10 +12,9 @@ tokens in overlong shaping, overlong filtering and Dr. GRPO's constant alike.
 
 Exact resume: the step's sampling seed is purpose_seed(seed, ROLLOUT, step) (each trajectory's noise stream
 is then keyed by its index among the step's rollouts) and its update key fold_in(purpose_key(seed, UPDATE),
-step) (vagent_jax/seeds.py); rollouts run
-in lockstep with the environment by default (`rollout_lockstep`), so their result does not depend on
-worker timing; the checkpoint holds params, optimizer state, step, the iterator position, the entropy
-controller and the curriculum.
+step) (vagent_jax/seeds.py); rollouts run in lockstep with the environment by default (`rollout_lockstep`),
+so their result does not depend on worker timing; the checkpoint holds params, optimizer state, step, the
+iterator position, the entropy controller, the curriculum and the mixture schedule.
 
 Multi-host (train/multihost.py): each process draws its own shards' prompts (ShardedTaskIterator), rolls
 them out in its own slots of the run's one engine (params globally sharded, never gathered; every host
@@ -39,22 +38,22 @@ from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.mixture_iterator import MixtureTaskIterator, build_member_tasks
 from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, make_env, train_tasks
+from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.envs import EnvWorkerPool
 from vagent_jax.rl.advantages import ADVANTAGES
 from vagent_jax.rl.curriculum import Curriculum, CurriculumConfig
+from vagent_jax.rl.entropy_control import AdaptiveEntropyConfig, entropy_bonus_coef, update_entropy_coef
 from vagent_jax.rl.judge import Judge, JudgeConfig, needs_judge
 from vagent_jax.rl.mix_schedule import MixSchedule
-from vagent_jax.rl.entropy_control import AdaptiveEntropyConfig, entropy_bonus_coef, update_entropy_coef
 from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.rl.rollout_batch import (RewardShapingConfig, generation_budget, group_advantages, keep_groups,
                                          loss_rows_kept, minibatch_slices, shaped_rewards, update_batch)
-from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.rollout import RolloutRunner
 from vagent_jax.seeds import Purpose, purpose_key, purpose_seed
 from vagent_jax.sharding import MeshConfig, check_params_sharded
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
-from vagent_jax.train.mix_metrics import per_env_metrics, rubric_metrics
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
+from vagent_jax.train.mix_metrics import per_env_metrics, rubric_metrics
 from vagent_jax.train.multihost import (allgather_objects, check_same_config, is_primary, primary_first,
                                         to_host)
 from vagent_jax.train.optimizer import OptimizerConfig
