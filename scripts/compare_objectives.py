@@ -1,6 +1,6 @@
 """Compare RL objectives on one small task: DAPO, DAPO+TIS, CISPO and 80/20 high-entropy token selection.
 
-Design. One policy is SFT'd once with the demo's model and data (vagent_jax/demo.py): the `calculator` environment
+Design. One policy is SFT'd once with the demo's model and data (vagent_jax/jobs/demo.py): the `calculator` environment
 (difficulty 1: one two-digit multiplication through the calculator tool), the demo's 3-layer d=128 model,
 demonstrations of which 30% answer at once without the tool (a habit this policy cannot execute), lr 1e-3,
 for a fixed --sft-steps on a cosine schedule (not the demo's evidence-based stop: the study's input policy
@@ -54,10 +54,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vagent_jax.config import load_config  # noqa: E402
-from vagent_jax.demo import DIRECT_DEMO_FRACTION, RL_LR, DemoConfig  # noqa: E402
+from vagent_jax.jobs.demo import DIRECT_DEMO_FRACTION, RL_LR, DemoConfig  # noqa: E402
+from vagent_jax.jobs.rl import RLConfig, run_rl  # noqa: E402
+from vagent_jax.jobs.sft import SFTConfig, run_sft  # noqa: E402
 from vagent_jax.train.metrics_writer import read_jsonl_scalars  # noqa: E402
-from vagent_jax.train.rl_run import RLConfig, run_rl  # noqa: E402
-from vagent_jax.train.sft_run import SFTConfig, run_sft  # noqa: E402
 
 OBJECTIVES: dict[str, list[str]] = {
     "dapo": [],

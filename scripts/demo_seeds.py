@@ -26,7 +26,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vagent_jax.config import load_config  # noqa: E402
-from vagent_jax.demo import DemoConfig, run_demo  # noqa: E402
+from vagent_jax.jobs.demo import DemoConfig, run_demo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,10 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vagent_jax.config import load_config, require  # noqa: E402
 from vagent_jax.data.task_source import TaskConfig  # noqa: E402
-from vagent_jax.eval.runner import EvalConfig, run_eval  # noqa: E402
+from vagent_jax.jobs.eval import EvalConfig, run_eval  # noqa: E402
+from vagent_jax.jobs.rl import RLConfig, run_rl  # noqa: E402
+from vagent_jax.jobs.sft import SFTConfig, run_sft  # noqa: E402
 from vagent_jax.train.metrics_writer import read_scalars  # noqa: E402
-from vagent_jax.train.rl_run import RLConfig, run_rl  # noqa: E402
-from vagent_jax.train.sft_run import SFTConfig, run_sft  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

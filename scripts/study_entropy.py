@@ -50,13 +50,13 @@ from vagent_jax.data.task_source import TaskConfig, eval_tasks  # noqa: E402
 from vagent_jax.engine import EngineConfig, SamplingConfig  # noqa: E402
 from vagent_jax.eval.estimators import mean_pass_at_k  # noqa: E402
 from vagent_jax.eval.policy_rollouts import sample_rollouts  # noqa: E402
+from vagent_jax.jobs.rl import RLConfig, run_rl  # noqa: E402
+from vagent_jax.jobs.sft import SFTConfig, run_sft  # noqa: E402
 from vagent_jax.seeds import Purpose, purpose_seed  # noqa: E402
 from vagent_jax.sharding import MeshConfig  # noqa: E402
 from vagent_jax.train.metrics_writer import read_jsonl_scalars  # noqa: E402
 from vagent_jax.train.policy_dir import load_policy  # noqa: E402
-from vagent_jax.train.rl_run import RLConfig, run_rl  # noqa: E402
 from vagent_jax.train.run_common import run_mesh  # noqa: E402
-from vagent_jax.train.sft_run import SFTConfig, run_sft  # noqa: E402
 
 METHODS: dict[str, list[str]] = {
     "grpo_sym": ["loss.eps_low=0.2", "loss.eps_high=0.2"],

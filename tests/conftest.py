@@ -22,7 +22,7 @@ COIN = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]"]  # tests/rl
 def coin_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SFT policy on the coin fixture env (4 steps): the start of RL resume and kill tests."""
     from vagent_jax.config import load_config
-    from vagent_jax.train.sft_run import SFTConfig, run_sft
+    from vagent_jax.jobs.sft import SFTConfig, run_sft
 
     sys.path.insert(0, str(TESTS))
     out = tmp_path_factory.mktemp("coin_sft")

@@ -17,7 +17,7 @@ import threading
 
 from vagent_jax import cli
 from vagent_jax.engine import DecodeEngine
-from vagent_jax.train import rl_run
+from vagent_jax.jobs import rl as rl_run
 from vagent_jax.train.checkpoint import Checkpointer
 
 _current = {"step": -1}

@@ -1,6 +1,6 @@
 """`vagent compile` lowers the programs a run executes: a short RL loop on 4 fake CPU devices (fsdp 2 x
 tensor 2) records the programs it ran (the engine's prefill / decode buckets and the update, by name and
-shape), and aot_compile.rl_lowerings on the same mesh holds every one of them, with the input and output
+shape), and jobs/compile.py rl_lowerings on the same mesh holds every one of them, with the input and output
 shardings of the arrays the run passed."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import jax
 import pytest
 
-from vagent_jax.aot_compile import rl_lowerings
 from vagent_jax.config import load_config
 from vagent_jax.engine import reachable_programs
-from vagent_jax.train.rl_run import RLConfig, RLTrainer
-from vagent_jax.train.sft_run import SFTConfig, run_sft
+from vagent_jax.jobs.compile import rl_lowerings
+from vagent_jax.jobs.rl import RLConfig, RLTrainer
+from vagent_jax.jobs.sft import SFTConfig, run_sft
 
 TESTS = Path(__file__).resolve().parent
 TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=32"]
@@ -46,7 +46,7 @@ def test_compile_lowers_every_program_the_run_executed(policy: Path, tmp_path: P
         "engine.max_len=64", "engine.max_new_tokens=8", "engine.chunk_steps=8", "engine.min_prefill_bucket=32",
         "engine.min_prefill_rows=8", "engine.min_kv_bucket=32", "env_workers=1", "num_devices=4",
         "mesh.fsdp=2", "mesh.tensor=2", "save_every=100"])
-    trainer = RLTrainer(cfg, resume=False)
+    trainer = RLTrainer.from_config(cfg, resume=False)
     ran: set[tuple] = set()
     step = trainer.rl_step
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from vagent_jax.config import ConfigError, load_config
-from vagent_jax.demo import DemoConfig
+from vagent_jax.jobs.demo import DemoConfig
 
 
 def test_demo_yaml_loads_and_overrides(tmp_path):

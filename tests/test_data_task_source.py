@@ -93,7 +93,7 @@ def test_bad_env_args_are_named(override, key):
 
 _REFUSAL = r'''
 from vagent_jax.config import ConfigError, load_config
-from vagent_jax.train.rl_run import RLConfig
+from vagent_jax.jobs.rl import RLConfig
 try:
     load_config(RLConfig, None, ["init_from=/nonexistent", "tasks.env=python"])
 except ConfigError as e:

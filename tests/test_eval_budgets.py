@@ -9,7 +9,7 @@ import pytest
 from vagent_jax.config import load_config
 from vagent_jax.envs import get_env
 from vagent_jax.eval.budgets import check_eval_budgets
-from vagent_jax.eval.runner import EvalConfig
+from vagent_jax.jobs.eval import EvalConfig
 from vagent_jax.testing import tiny_model_config, tiny_tokenizer
 from vagent_jax.train.policy_dir import Policy
 

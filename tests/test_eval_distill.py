@@ -13,12 +13,12 @@ from vagent_jax.cli import main
 from vagent_jax.config import from_dict
 from vagent_jax.data.task_source import TaskConfig, train_tasks
 from vagent_jax.envs import get_env
-from vagent_jax.eval import distill
-from vagent_jax.eval.distill import (DistillConfig, distill_from_results, filter_by_pass_rate,
-                                     passing_conversations, with_ids)
+from vagent_jax.eval.distill import filter_by_pass_rate, passing_conversations, with_ids
 from vagent_jax.eval.policy_rollouts import check_tasks
+from vagent_jax.jobs import distill
+from vagent_jax.jobs.distill import DistillConfig, distill_from_results
+from vagent_jax.jobs.sft import SFTConfig, demo_conversations
 from vagent_jax.testing import tiny_policy_dir
-from vagent_jax.train.sft_run import SFTConfig, demo_conversations
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = get_env("calculator").generate_tasks(3, 4, 1)

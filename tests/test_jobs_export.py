@@ -17,12 +17,12 @@ from vagent_jax.chat_template import render_chat
 from vagent_jax.cli import main
 from vagent_jax.config import load_config
 from vagent_jax.jobs.export import parse_size
+from vagent_jax.jobs.rl import RLConfig, run_rl
+from vagent_jax.jobs.sft import SFTConfig, run_sft
 from vagent_jax.models.hf_io import load_hf_checkpoint
 from vagent_jax.models.transformer import forward
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.policy_dir import load_policy
-from vagent_jax.train.rl_run import RLConfig, run_rl
-from vagent_jax.train.sft_run import SFTConfig, run_sft
 
 TESTS = Path(__file__).resolve().parent
 TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=32", "num_devices=1"]

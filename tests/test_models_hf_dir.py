@@ -18,10 +18,11 @@ from safetensors.numpy import load_file, save_file
 from hf_fixtures import make_hf_model_dir, make_hf_tokenizer
 from vagent_jax.cli import main
 from vagent_jax.config import ConfigError
+from vagent_jax.jobs import sft as sft_run
 from vagent_jax.models import hf_io
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.sharding import MeshConfig, make_mesh
-from vagent_jax.train import policy_dir, sft_run
+from vagent_jax.train import policy_dir
 from vagent_jax.train.checkpoint import Checkpointer
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import load_policy
@@ -210,7 +211,7 @@ def test_eval_and_distill_take_an_hf_dir_as_checkpoint(hf_dir: Path) -> None:
 
 def test_rl_starts_from_an_hf_dir(hf_dir: Path, tmp_path: Path) -> None:
     from vagent_jax.config import load_config
-    from vagent_jax.train.rl_run import RLConfig, run_rl
+    from vagent_jax.jobs.rl import RLConfig, run_rl
 
     sys.path.insert(0, str(Path(__file__).parent))
     out = tmp_path / "rl"

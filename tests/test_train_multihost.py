@@ -22,12 +22,12 @@ import pytest
 
 from vagent_jax.config import ConfigError, load_config
 from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig
+from vagent_jax.jobs.sft import SFTConfig, run_sft
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.metrics_writer import JSONL_NAME
 from vagent_jax.train.multihost import (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID, config_hash,
                                         disagreeing, distributed_config)
 from vagent_jax.train.policy_dir import load_policy
-from vagent_jax.train.sft_run import SFTConfig, run_sft
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

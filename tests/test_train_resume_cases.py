@@ -18,14 +18,15 @@ import pytest
 
 from vagent_jax.config import load_config
 from vagent_jax.data.task_pipeline import TaskIterator, task_iterator
+from vagent_jax.jobs import rl as rl_run
+from vagent_jax.jobs.rl import RLConfig, RLTrainer, run_rl
 from vagent_jax.models.config import ModelConfig
+from vagent_jax.rl import dynamic_sampling, rollout_batch
 from vagent_jax.rl.rollout_batch import minibatch_slices
 from vagent_jax.sharding import MeshConfig, make_mesh
-from vagent_jax.train import rl_run
 from vagent_jax.train.checkpoint import Checkpointer
 from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.optimizer import OptimizerConfig
-from vagent_jax.train.rl_run import RLConfig, RLTrainer, run_rl
 from vagent_jax.train.train_state import create_train_state, state_shardings
 
 TESTS = Path(__file__).resolve().parent
@@ -177,7 +178,7 @@ def test_rl_loop_resumes_in_order_mid_epoch_and_at_the_epoch_boundary(policy_dir
 def test_rl_loop_updates_per_batch_uses_each_row_once(policy_dir: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     full, parts = [], []
-    real_batch, real_step = rl_run.update_batch, rl_run.make_rl_step
+    real_batch, real_step = rollout_batch.update_batch, rl_run.make_rl_step
 
     def update_batch(*args, **kwargs):
         out = real_batch(*args, **kwargs)
@@ -200,9 +201,9 @@ def test_rl_loop_updates_per_batch_uses_each_row_once(policy_dir: Path, tmp_path
         keep[: next(kept_groups)] = True
         return keep
 
-    monkeypatch.setattr(rl_run, "update_batch", update_batch)
+    monkeypatch.setattr(rollout_batch, "update_batch", update_batch)
     monkeypatch.setattr(rl_run, "make_rl_step", make_rl_step)
-    monkeypatch.setattr(rl_run, "keep_groups", keep_groups)
+    monkeypatch.setattr(dynamic_sampling, "keep_groups", keep_groups)
     run_rl(_cfg(policy_dir, tmp_path / "upb", "steps=2", "updates_per_batch=2", "dynamic_sampling=true",
                 "max_rounds=1", "prompts_per_step=2", "group_size=4"))
     assert len(full) == 2 and len(parts) == 3, "step 2's second mini-batch is padding only: no update on it"
@@ -223,14 +224,14 @@ def test_rl_loop_updates_per_batch_uses_each_row_once(policy_dir: Path, tmp_path
 @pytest.mark.slow  # one RL step on 4 devices, a resumed step on 2
 def test_rl_checkpoint_from_4_devices_resumes_on_2_and_1(policy_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "dev"
-    four = RLTrainer(_cfg(policy_dir, out, "steps=1", "num_devices=4"), resume=False)
+    four = RLTrainer.from_config(_cfg(policy_dir, out, "steps=1", "num_devices=4"), resume=False)
     four.run()
     assert any(len(x.sharding.device_set) == 4 and not x.sharding.is_fully_replicated
                for x in jax.tree.leaves(four.state.params)), "the 4-device run sharded nothing"
     want = _host(four.state)
     for n in (1, 2):
-        tr = RLTrainer(_cfg(policy_dir, out, "steps=2", f"num_devices={n}"), resume=True)
-        assert tr.start == 1 and tr.iterator.next_index == 4
+        tr = RLTrainer.from_config(_cfg(policy_dir, out, "steps=2", f"num_devices={n}"), resume=True)
+        assert tr.start == 1 and [s["next_index"] for s in tr.iterator.get_state()] == [4]
         got = _host(tr.state)
         assert all(a.tobytes() == b.tobytes() for a, b in zip(want, got))
         assert all(len(x.sharding.device_set) == n for x in jax.tree.leaves(tr.state.params))

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from vagent_jax.config import ConfigError, load_config
-from vagent_jax.eval.runner import EvalConfig, run_eval
+from vagent_jax.jobs.eval import EvalConfig, run_eval
+from vagent_jax.jobs.rl import RLConfig, run_rl
+from vagent_jax.jobs.sft import SFTConfig, run_sft
 from vagent_jax.train.metrics_writer import read_scalars
-from vagent_jax.train.rl_run import RLConfig, run_rl
-from vagent_jax.train.sft_run import SFTConfig, run_sft
 
 MIX = ("tasks.mix=[{env: calculator, name: calc, weight: 1, final_weight: 0}, "
        "{env: reasoning_gym, weight: 0, final_weight: 1, config: {dataset: chain_sum, config: "

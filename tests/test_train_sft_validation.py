@@ -11,12 +11,12 @@ import jax
 import numpy as np
 import pytest
 
-import vagent_jax.train.sft_run as sft_run
 from vagent_jax.config import ConfigError, load_config
+import vagent_jax.jobs.sft as sft_run
+from vagent_jax.jobs.sft import SFTConfig, demo_conversations, run_sft, validation_tasks
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.policy_dir import load_policy
-from vagent_jax.train.sft_run import SFTConfig, demo_conversations, run_sft, validation_tasks
 from vagent_jax.train.sft_validation import SFTValidationConfig, should_stop
 
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16",

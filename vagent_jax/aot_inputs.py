@@ -51,7 +51,7 @@ def abstract_sft_batch(batch_size: int, seq_len: int, mesh: Mesh) -> dict[str, j
 
 
 def abstract_rl_batch(rows: int, seq_len: int, mesh: Mesh, *, old_logp: bool) -> dict[str, jax.ShapeDtypeStruct]:
-    """One RL update's batch as rl_run builds it: tokens, positions, loss_mask, rollout_logp [rows, T],
+    """One RL update's batch as the RL job (jobs/rl.py) builds it: tokens, positions, loss_mask, rollout_logp [rows, T],
     advantages [rows], and old_logp [rows, T] when updates_per_batch > 1 (a separate log-prob pass)."""
     two = batch_sharding(mesh, 2)
     out = {"tokens": jax.ShapeDtypeStruct((rows, seq_len), jnp.int32, sharding=two),

@@ -1,8 +1,9 @@
 """The peers' RL-step workload (../shared/peers) wired into the RL loop's own `RLTrainer.collect` and
 `RLTrainer.update`, for scripts/bench_rl_step.py: a byte BPE tokenizer, a random policy, an in-process
 environment (trivial reward, no worker processes) and call timers around the engine's and the update's
-device programs. The trainer is built here rather than from a run directory so no policy has to be
-trained or written first; the methods that run are the loop's own."""
+device programs. The trainer is RLTrainer's own constructor over in-memory parts (a random train state,
+the tokenizer, a task list) rather than `RLTrainer.from_config` over a run directory, so no policy has
+to be trained or written first; the methods that run are the loop's own."""
 from __future__ import annotations
 
 import collections
@@ -14,19 +15,18 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import jax
 
-from vagent_jax.chat_template import render_chat, stop_token_ids
+from vagent_jax.chat_template import render_chat
 from vagent_jax.data.task_source import TaskConfig
+from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.envs.base import EnvStep, Environment, Message, as_messages
 from vagent_jax.envs.registry import get_env, register_env
+from vagent_jax.jobs.rl import RLConfig, RLTrainer
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rl.policy_loss import PolicyLossConfig
-from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.seeds import Purpose, purpose_key
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.tokenizer_train import train_byte_bpe
 from vagent_jax.train.optimizer import OptimizerConfig
-from vagent_jax.train.rl_run import RLConfig, RLTrainer
-from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 from vagent_jax.train.train_state import create_train_state
 
 BENCH_ENV = "bench_sum"
@@ -112,31 +112,8 @@ class ListTaskIterator:
         return out
 
 
-class BenchTrainer(RLTrainer):
-    """An RLTrainer holding what collect and update read, built from in-memory parts (no run directory)."""
-
-    def __init__(self, cfg: RLConfig, model: ModelConfig, tokenizer: Any, tasks: list[dict],
-                 unroll_layers: bool | None = None) -> None:  # noqa: D107
-        self.cfg, self.model, self.tok, self.template = cfg, model, tokenizer, "chatml"
-        self.mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
-        self.state = create_train_state(model, cfg.optimizer, self.mesh, purpose_key(cfg.seed, Purpose.PARAMS))
-        self.ref_params, self.iterator = None, ListTaskIterator(tasks)
-        self.key = purpose_key(cfg.seed, Purpose.UPDATE)
-        self.mix = self.judge = None  # one environment, no rubric judge
-        self.rows = cfg.prompts_per_step * cfg.group_size
-        self.l_max = cfg.engine.max_new_tokens
-        T = cfg.engine.sampling.temperature
-        self.rl_step = make_rl_step(model, cfg.optimizer, cfg.loss, self.mesh, cfg.micro_batches,
-                                    max_len=self.l_max, temperature=T, unroll_layers=unroll_layers)
-        self.logprobs = (make_compute_logprobs(model, self.mesh, cfg.micro_batches, temperature=T,
-                                               unroll_layers=unroll_layers)
-                         if cfg.updates_per_batch > 1 else None)
-        self.stop_ids = stop_token_ids(self.template, tokenizer)
-        self.engine = DecodeEngine(self.state.params, model, cfg.engine, self.stop_ids, mesh=self.mesh)
-
-
 def build_trainer(shape: Workload, updates_per_batch: int = 1,
-                  unroll_layers: bool | None = None) -> tuple[BenchTrainer, InProcessEnvPool, int]:
+                  unroll_layers: bool | None = None) -> tuple[RLTrainer, InProcessEnvPool, int]:
     """(trainer, pool, longest rendered prompt in tokens) for `shape`: the tokenizer is a byte BPE trained on
     the task texts (as the peers' is; fewer ids than the model's 515 rows, which is allowed)."""
     env = get_env(BENCH_ENV)
@@ -154,7 +131,11 @@ def build_trainer(shape: Workload, updates_per_batch: int = 1,
                    group_size=shape.group, dynamic_sampling=False, loss=PolicyLossConfig(eps_low=0.2, eps_high=0.28),
                    updates_per_batch=updates_per_batch, engine=ecfg,
                    optimizer=OptimizerConfig(lr=1e-5, warmup_steps=0, schedule="constant"))
-    return BenchTrainer(cfg, shape.model, tok, tasks, unroll_layers), InProcessEnvPool(), prompt_tokens
+    mesh = make_mesh(MeshConfig(), devices=jax.devices()[:1])
+    state = create_train_state(shape.model, cfg.optimizer, mesh, purpose_key(cfg.seed, Purpose.PARAMS))
+    trainer = RLTrainer(cfg, shape.model, state, tok, "chatml", mesh, lambda level: ListTaskIterator(tasks),
+                        l_max=ecfg.max_new_tokens, unroll_layers=unroll_layers)  # one env turn: L_max = the budget
+    return trainer, InProcessEnvPool(), prompt_tokens
 
 
 class CallTimers:
@@ -185,7 +166,7 @@ class CallTimers:
         return timed
 
 
-def timed_engine(trainer: BenchTrainer) -> CallTimers:
+def timed_engine(trainer: RLTrainer) -> CallTimers:
     """Wrap the engine's prefill / decode-chunk / row programs and the update's step and log-prob pass."""
     t = CallTimers()
     e = trainer.engine

@@ -19,7 +19,7 @@ from vagent_jax.config import ConfigError, load_config
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from vagent_jax.demo import QUICK_OVERRIDES, DemoConfig, run_demo
+    from vagent_jax.jobs.demo import QUICK_OVERRIDES, DemoConfig, run_demo
 
     overrides = (QUICK_OVERRIDES if args.quick else []) + list(args.overrides)
     cfg = load_config(DemoConfig, args.config, overrides)
@@ -30,7 +30,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from vagent_jax.train.sft_run import SFTConfig, run_sft
+    from vagent_jax.jobs.sft import SFTConfig, run_sft
 
     cfg = load_config(SFTConfig, args.config, list(args.overrides))
     print(json.dumps(run_sft(cfg, resume=args.resume), indent=2))
@@ -38,7 +38,7 @@ def _sft(args: argparse.Namespace) -> int:
 
 
 def _rl(args: argparse.Namespace) -> int:
-    from vagent_jax.train.rl_run import RLConfig, run_rl
+    from vagent_jax.jobs.rl import RLConfig, run_rl
 
     cfg = load_config(RLConfig, args.config, list(args.overrides))
     print(json.dumps(run_rl(cfg, resume=args.resume), indent=2))
@@ -46,7 +46,7 @@ def _rl(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from vagent_jax.aot_compile import DoesNotFit, check_fits, compile_file
+    from vagent_jax.jobs.compile import DoesNotFit, check_fits, compile_file
     from vagent_jax.aot_report import format_table
 
     try:
@@ -63,7 +63,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vagent_jax.eval.runner import EvalConfig, format_table, run_eval
+    from vagent_jax.jobs.eval import EvalConfig, format_table, run_eval
 
     cfg = load_config(EvalConfig, args.config, list(args.overrides))
     report = run_eval(cfg, args.checkpoint)
@@ -73,7 +73,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from vagent_jax.eval.distill import DistillConfig, run_distill
+    from vagent_jax.jobs.distill import DistillConfig, run_distill
 
     cfg = load_config(DistillConfig, args.config, list(args.overrides))
     print(json.dumps(run_distill(cfg, args.checkpoint, outputs=args.outputs), indent=2))

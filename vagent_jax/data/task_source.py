@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
 from vagent_jax.config import ConfigError, config_scope, require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
@@ -70,7 +70,7 @@ class TaskConfig:
 
     def validate(self) -> None:
         """Check the source's required keys; errors name the key."""
-        from vagent_jax.envs import env_names
+        from vagent_jax.envs import env_names, get_env
         from vagent_jax.envs.registry import import_env_modules
 
         try:
@@ -87,7 +87,7 @@ class TaskConfig:
             check_rubric(self.rubric)
             try:  # the environment is built once here, so bad arguments (or a refusal) stop the load
                 with config_scope("env_args"):
-                    get_env_checked(self.env, self.env_args)
+                    get_env(self.env, **self.env_args)
             except TypeError as e:
                 raise ConfigError.at("env_args", str(e)) from None
         require(self.source in ("generated", "jsonl"), "source",
@@ -104,6 +104,8 @@ class TaskConfig:
 
     def _validate_mix(self, known: list[str]) -> None:
         """Each entry's env exists and builds with its config (errors name mix[i].key), weights, names."""
+        from vagent_jax.envs import get_env
+
         require(not self.rubric, "rubric", "with tasks.mix, give each entry its own rubric (mix[i].rubric)")
         for i, e in enumerate(self.mix):
             with config_scope(f"mix[{i}]"):
@@ -111,19 +113,12 @@ class TaskConfig:
                 require(e.env in known, "env", f"{e.env!r} is not one of {known}")
                 try:
                     with config_scope("config"):
-                        get_env_checked(e.env, e.config)
+                        get_env(e.env, **e.config)  # built once: bad arguments stop the load
                 except TypeError as err:
                     raise ConfigError.at("config", str(err)) from None
         check_mix(self.mix, self.mix_schedule)
         with config_scope("mix_schedule"):
             self.mix_schedule.validate()
-
-
-def get_env_checked(name: str, kwargs: dict[str, Any]) -> Any:
-    """Build environment `name` once at load, so bad arguments (or a refusal) stop before any compile."""
-    from vagent_jax.envs import get_env
-
-    return get_env(name, **kwargs)
 
 
 def make_env(cfg: TaskConfig) -> Any:
@@ -171,6 +166,22 @@ def eval_tasks(cfg: TaskConfig, n: int | None = None) -> list[dict]:
     if cfg.mix:  # equal shares, so every member's held-out pass@1 has the same number of tasks
         return make_env(cfg).generate_tasks(count, seed, cfg.difficulty, even=True)
     return make_env(cfg).generate_tasks(count, seed, cfg.difficulty)
+
+
+class TaskStream(Protocol):
+    """What the RL loop reads of a task stream (ShardedTaskIterator, MixtureTaskIterator)."""
+
+    def first_index(self, n: int) -> int:
+        """Index, in the step's list of n prompts, of this process's first prompt."""
+
+    def take(self, n: int) -> list[Task]:
+        """This process's part of the next n prompts."""
+
+    def get_state(self) -> Any:
+        """The position to checkpoint."""
+
+    def set_state(self, states: Any) -> None:
+        """Resume from a checkpointed position."""
 
 
 class ShardedTaskIterator:

@@ -1,1 +1,3 @@
-"""One module per command that is not a training loop: IO and checkpoint wiring."""
+"""One module per `vagent` command (sft, rl, eval, distill, compile, export, demo): its run loop, IO and
+checkpoint wiring, with the run config resolved into plain arguments at the entry; the jitted programs
+they run live in train/, engine/ and rl/."""

@@ -130,3 +130,28 @@ def minibatch_slices(rows: int, updates: int, used_rows: int) -> list[slice]:
         raise ValueError(f"used_rows {used_rows} is outside [0, {rows}]")
     mb = rows // updates
     return [slice(u * mb, (u + 1) * mb) for u in range(updates) if u * mb < used_rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBatch:
+    """One RL step's update input: the padded batch arrays [rows, seq_len] (`update_batch`), the used rows'
+    group advantages and loss-row mask, and the row slices of its sequential updates."""
+
+    arrays: dict[str, np.ndarray]
+    advantages: np.ndarray  # [N], N = the kept rollouts
+    keep_rows: np.ndarray  # [N] False where overlong filtering drops the row from the loss
+    parts: list[slice]  # minibatch_slices(rows, updates, N)
+
+
+def build_step_batch(results: Sequence[Any], rewards: np.ndarray, *, advantage: str, group_size: int, l_max: int,
+                     overlong_filter: bool, rows: int, seq_len: int, pad_id: int, updates: int) -> StepBatch:
+    """The update input of kept rollout results (`rollout.RolloutResult`, G consecutive per group) and their
+    shaped rewards: group advantages by `advantage`, overlong filtering at L_max, the fixed-shape batch."""
+    if len(results) != len(rewards):
+        raise ValueError(f"{len(results)} rollouts but {len(rewards)} rewards")
+    lengths = np.asarray([x.trajectory.num_generated for x in results], np.float32)
+    correct = np.asarray([x.reward.correct for x in results], bool)
+    adv = group_advantages(advantage, np.asarray(rewards, np.float32), lengths, correct, group_size)
+    keep_rows = loss_rows_kept(np.asarray([x.truncated for x in results], bool), lengths, l_max, overlong_filter)
+    arrays = update_batch([x.trajectory for x in results], adv, keep_rows, rows, seq_len, pad_id)
+    return StepBatch(arrays, adv, keep_rows, minibatch_slices(rows, updates, len(results)))

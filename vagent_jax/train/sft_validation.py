@@ -4,12 +4,13 @@ The validation tasks are the last `validation.tasks` training tasks, held out of
 held-out evaluation set (tasks.eval_tasks) is never used to pick the SFT step. Every evaluation samples
 the same tasks with the same seed (common random numbers), so two points of the curve differ by the
 policy, not by the sampling noise. The decision is a pure function of the curve: with a curve restored
-from a checkpoint a resumed run stops at the same step as the uninterrupted one.
+from a checkpoint a resumed run stops at the same step as the uninterrupted one. The SFT job
+(jobs/sft.py, `validation_pass_rate`) measures each point through the engine and the environment.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 
@@ -55,17 +56,6 @@ def should_stop(curve: Sequence[ValidationPoint], cfg: SFTValidationConfig) -> b
     best_before = max(rate for _, rate in curve[:-cfg.patience])
     return best_before > cfg.min_pass_rate and all(rate <= best_before + cfg.min_delta
                                                     for _, rate in curve[-cfg.patience:])
-
-
-def validation_pass_rate(params: Any, step: int, policy_like: Any, tasks: Sequence[dict], env: str, cfg: SFTValidationConfig,
-                         seed: int, env_modules: Sequence[str] = (), env_kwargs: dict | None = None) -> float:
-    """pass@1 (one sample per task) of `params` on the validation tasks through the real engine and env."""
-    from vagent_jax.eval.pass_rate import policy_pass_rate
-
-    policy = dataclasses.replace(policy_like, params=params, step=step)
-    metrics, _ = policy_pass_rate(policy, tasks, env, cfg.engine, seed=seed, env_workers=cfg.env_workers,
-                                  env_modules=env_modules, env_kwargs=env_kwargs)
-    return float(metrics["pass_rate"])
 
 
 def check_validation_setup(cfg: SFTValidationConfig, demos: str, num_tasks: int, vocab_size: int,

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 
 from vagent_jax.config import ConfigError, load_config
-from vagent_jax.demo import report_panels
+from vagent_jax.jobs import rl as rl_run
+from vagent_jax.jobs.demo import report_panels
+from vagent_jax.jobs.rl import RLConfig, run_rl
+from vagent_jax.jobs.sft import SFTConfig, run_sft
+from vagent_jax.rl import dynamic_sampling, rollout_batch
 from vagent_jax.sharding import MeshConfig, make_mesh
-from vagent_jax.train import rl_run
 from vagent_jax.train.metrics_writer import read_scalars
 from vagent_jax.train.policy_dir import load_policy
 from vagent_jax.train.report import Curve
-from vagent_jax.train.rl_run import RLConfig, run_rl
 from vagent_jax.train.run_common import RunStopped
-from vagent_jax.train.sft_run import SFTConfig, run_sft
 
 TESTS = Path(__file__).resolve().parent
 TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=64"]
@@ -79,7 +80,7 @@ def test_rl_loop_logs_every_tag(policy_dir: Path, tmp_path: Path) -> None:
 
 
 def test_nan_streak_stops_and_keeps_last_good(policy_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    real = rl_run.group_advantages
+    real = rollout_batch.group_advantages
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -87,7 +88,7 @@ def test_nan_streak_stops_and_keeps_last_good(policy_dir: Path, tmp_path: Path, 
         adv = real(*args, **kwargs)
         return adv * np.nan if calls["n"] > 1 else adv
 
-    monkeypatch.setattr(rl_run, "group_advantages", poisoned)
+    monkeypatch.setattr(rollout_batch, "group_advantages", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(RunStopped, match="2 updates in a row"):
         run_rl(_rl_cfg(policy_dir, out, ["steps=8", "max_bad_steps=2", "checkpoint.keep_last=10"]))
@@ -118,7 +119,7 @@ def test_dynamic_sampling_counts_correctness_and_lengths_meet_one_l_max(policy_d
     shaping and Dr. GRPO's constant use L_max = the generation budget (12 new tokens x 1 turn), not the
     96-position cache."""
     seen: dict[str, list] = {"keep": [], "l_max": [], "step_max_len": []}
-    real_keep, real_shape, real_step = rl_run.keep_groups, rl_run.shaped_rewards, rl_run.make_rl_step
+    real_keep, real_shape, real_step = dynamic_sampling.keep_groups, dynamic_sampling.shaped_rewards, rl_run.make_rl_step
 
     def keep_groups(values, group_size):
         seen["keep"].append(np.asarray(values).copy())
@@ -134,8 +135,8 @@ def test_dynamic_sampling_counts_correctness_and_lengths_meet_one_l_max(policy_d
         seen["step_max_len"].append(kwargs["max_len"])
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(rl_run, "keep_groups", keep_groups)
-    monkeypatch.setattr(rl_run, "shaped_rewards", shaped_rewards)
+    monkeypatch.setattr(dynamic_sampling, "keep_groups", keep_groups)
+    monkeypatch.setattr(dynamic_sampling, "shaped_rewards", shaped_rewards)
     monkeypatch.setattr(rl_run, "make_rl_step", make_rl_step)
     run_rl(_rl_cfg(policy_dir, tmp_path / "ds", ["steps=1", "rewards.overlong_cache_len=8",
                                                  "loss.aggregation=seq_sum_const", "advantage=drgrpo"]))

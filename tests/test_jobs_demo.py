@@ -7,7 +7,7 @@ import json
 
 import jax
 
-from vagent_jax import demo
+from vagent_jax.jobs import demo
 from vagent_jax.cli import main
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.metrics_writer import read_scalars
@@ -41,7 +41,7 @@ def test_demo_quick_runs_every_stage(tmp_path, capfd):
         assert tag in rl_tags, tag
     # report.png's reward and length curves read tags this run logs (a renamed tag would leave a "no data"
     # panel); the quick run's groups carry no signal, so the update/* entropy tags are checked on a run with
-    # updates in test_train_rl_run.py
+    # updates in test_jobs_rl.py
     panels = demo.report_panels(summary["sft_eval"], summary["rl_eval"], summary["eval_tasks"])
     assert [p.tag for p in panels[:3]] == ["rollout/reward_mean", "update/entropy", "rollout/response_length_mean"]
     assert panels[0].tag in rl_tags and panels[2].tag in rl_tags

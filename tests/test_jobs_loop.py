@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from vagent_jax.train.run_common import run_steps
+from vagent_jax.jobs.loop import run_steps
 
 
 class Recorder:

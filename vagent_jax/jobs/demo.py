@@ -18,6 +18,9 @@ from vagent_jax.config import config_scope, require
 from vagent_jax.data.task_source import TaskConfig, eval_tasks
 from vagent_jax.engine import EngineConfig, SamplingConfig
 from vagent_jax.eval.pass_rate import policy_pass_rate
+from vagent_jax.jobs.loop import check_writable
+from vagent_jax.jobs.rl import RLConfig, run_rl
+from vagent_jax.jobs.sft import SFTConfig, TokenizerConfig, run_sft
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.rl.policy_loss import PolicyLossConfig
 from vagent_jax.seeds import Purpose, purpose_seed
@@ -26,9 +29,7 @@ from vagent_jax.train.metrics_writer import read_jsonl_scalars
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import load_policy
 from vagent_jax.train.report import Bars, Curve, Panel, write_report
-from vagent_jax.train.rl_run import RLConfig, run_rl
-from vagent_jax.train.run_common import check_writable, run_mesh
-from vagent_jax.train.sft_run import SFTConfig, TokenizerConfig, run_sft
+from vagent_jax.train.run_common import run_mesh
 from vagent_jax.train.sft_validation import SFTValidationConfig
 
 # The SFT demonstrations are deliberately mixed (measured on this project's 2-core CPU machine, difficulty-1

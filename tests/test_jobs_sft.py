@@ -18,7 +18,7 @@ from vagent_jax.cli import main
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.policy_dir import load_policy
 from vagent_jax.train.checkpoint import Checkpointer
-from vagent_jax.train.sft_run import batch_for_step
+from vagent_jax.jobs.sft import batch_for_step
 
 from disk_fixtures import fill, small_disk
 
@@ -106,7 +106,7 @@ def test_unwritable_out_dir_is_named(tmp_path: Path) -> None:
 
 def test_direct_demo_fraction_mixes_tool_and_direct_demonstrations(tmp_path: Path) -> None:
     from vagent_jax.data.task_source import TaskConfig
-    from vagent_jax.train.sft_run import SFTConfig, demo_conversations
+    from vagent_jax.jobs.sft import SFTConfig, demo_conversations
 
     tasks = TaskConfig(env="calculator", num_tasks=400, eval_tasks=0, data_dir=str(tmp_path / "data"))
     chats = demo_conversations(SFTConfig(tasks=tasks, direct_demo_fraction=0.25))

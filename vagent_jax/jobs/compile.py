@@ -27,12 +27,12 @@ from vagent_jax.aot_inputs import (abstract_decode_state, abstract_key, abstract
 from vagent_jax.aot_report import (CompileReport, ProgramReport, decode_model_flops, logprob_model_flops,
                                    train_model_flops)
 from vagent_jax.config import ConfigError, config_scope, from_dict, load_config, merge_overrides, require, to_dict
+from vagent_jax.jobs.rl import RLConfig
+from vagent_jax.jobs.sft import SFTConfig
 from vagent_jax.models.config import PRESETS, ModelConfig, from_hf_config
 from vagent_jax.models.hf_dir import merge_model_config
 from vagent_jax.sharding import MESH_AXES, MeshConfig, check_params_sharded
 from vagent_jax.tpu_topology import GiB, Topology, parse_topology, topology_devices
-from vagent_jax.train.rl_run import RLConfig
-from vagent_jax.train.sft_run import SFTConfig
 
 
 class DoesNotFit(RuntimeError):

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import jax
 import numpy as np
@@ -27,6 +27,8 @@ from vagent_jax.chat_template import render_chat
 from vagent_jax.config import require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
 from vagent_jax.data.task_source import TaskConfig, make_env, train_tasks
+from vagent_jax.eval.pass_rate import policy_pass_rate
+from vagent_jax.jobs.loop import BadStepGuard, check_writable, run_steps
 from vagent_jax.models.config import ModelConfig
 from vagent_jax.seeds import Purpose, purpose_key, purpose_rng, purpose_seed
 from vagent_jax.sharding import MeshConfig, check_params_sharded
@@ -38,10 +40,9 @@ from vagent_jax.train.multihost import check_same_config, is_primary, primary_fi
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.packing import pack_examples
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, Policy, load_policy, write_policy_meta
-from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, run_steps
+from vagent_jax.train.run_common import run_mesh
 from vagent_jax.train.sft_step import make_sft_step
-from vagent_jax.train.sft_validation import (SFTValidationConfig, check_validation_setup, should_stop,
-                                             validation_pass_rate)
+from vagent_jax.train.sft_validation import SFTValidationConfig, check_validation_setup, should_stop
 from vagent_jax.train.train_state import create_train_state, train_state_from_params
 
 
@@ -187,6 +188,15 @@ def _starting_policy(cfg: SFTConfig, out: Path, chats: Any, mesh: Any) -> tuple[
     require(cfg.seq_len <= init.model.max_seq_len, "seq_len",
             f"{cfg.seq_len} exceeds max_seq_len {init.model.max_seq_len} of the policy in {cfg.init_from}")
     return init, init.model, init.template, init.tokenizer, init.tokenizer_path
+
+
+def validation_pass_rate(params: Any, step: int, policy_like: Any, tasks: Sequence[dict], env: str, cfg: SFTValidationConfig,
+                         seed: int, env_modules: Sequence[str] = (), env_kwargs: dict | None = None) -> float:
+    """pass@1 (one sample per task) of `params` on the validation tasks through the real engine and env."""
+    policy = dataclasses.replace(policy_like, params=params, step=step)
+    metrics, _ = policy_pass_rate(policy, tasks, env, cfg.engine, seed=seed, env_workers=cfg.env_workers,
+                                  env_modules=env_modules, env_kwargs=env_kwargs)
+    return float(metrics["pass_rate"])
 
 
 def _validator(cfg: SFTConfig, out: Path, model_cfg: ModelConfig, template: str, tok: Tokenizer,

@@ -14,11 +14,11 @@ from eval_fixture import TINY_ENGINE, scripted_result
 from vagent_jax.cli import main
 from vagent_jax.config import from_dict, load_config
 from vagent_jax.envs import get_env
-from vagent_jax.eval import runner
 from vagent_jax.eval.genselect import genselect
 from vagent_jax.eval.genselect_policy import genselect_rounds
 from vagent_jax.eval.sample_metrics import (DeepConfSettings, EvalSample, aggregate, bootstrap_interval,
                                             live_online_scores, pass_ks, task_scores)
+from vagent_jax.jobs import eval as runner
 from vagent_jax.testing import tiny_model_config, tiny_policy_dir
 from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import write_policy_meta

@@ -5,6 +5,12 @@ batch by default), log, checkpoint. One decode engine serves the whole run: its 
 run's mesh by the training rules table, and each step it decodes with the train state's own device params
 (no copy, no recompilation).
 
+This module is the wiring (engine, env pool, checkpoint, writers); the algorithm is in rl/: the sampling
+rounds in rl/dynamic_sampling.py, the update input in rl/rollout_batch.py (`build_step_batch`), the jitted
+update in train/rl_step.py. RLTrainer is built from in-memory parts (bench_rl_workload.py builds one so);
+`RLTrainer.from_config` loads them for a run directory, resolving the config's derived values (L_max, the
+judge, the reference params, the task stream per curriculum level) once.
+
 The training signal follows docs/algorithms.md: every training log-prob and entropy is taken at the
 rollout temperature; dynamic sampling keeps a group iff 0 < #correct < G (on the verifier's verdict, not
 on the shaped reward); L_max (`max_response_tokens`, default the generation budget) bounds generated
@@ -26,31 +32,37 @@ and the same everywhere; the update runs on the global mesh; process 0 alone wri
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from vagent_jax.aot_inputs import abstract_params
 from vagent_jax.chat_template import stop_token_ids
 from vagent_jax.config import config_scope, require
 from vagent_jax.data.mixture_iterator import MixtureTaskIterator, build_member_tasks
-from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, make_env, train_tasks
+from vagent_jax.data.task_source import ShardedTaskIterator, TaskConfig, TaskStream, make_env, train_tasks
 from vagent_jax.engine import DecodeEngine, EngineConfig, SamplingConfig
 from vagent_jax.envs import EnvWorkerPool
+from vagent_jax.jobs.loop import BadStepGuard, check_writable, run_steps
+from vagent_jax.models.config import ModelConfig
 from vagent_jax.rl.advantages import ADVANTAGES
 from vagent_jax.rl.curriculum import Curriculum, CurriculumConfig
+from vagent_jax.rl.dynamic_sampling import sample_until_signal, verdicts_and_rewards
 from vagent_jax.rl.entropy_control import AdaptiveEntropyConfig, entropy_bonus_coef, update_entropy_coef
 from vagent_jax.rl.judge import Judge, JudgeConfig, needs_judge
 from vagent_jax.rl.mix_schedule import MixSchedule
 from vagent_jax.rl.policy_loss import PolicyLossConfig
-from vagent_jax.rl.rollout_batch import (RewardShapingConfig, generation_budget, group_advantages, keep_groups,
-                                         loss_rows_kept, minibatch_slices, shaped_rewards, update_batch)
+from vagent_jax.rl.rollout_batch import RewardShapingConfig, build_step_batch, generation_budget
 from vagent_jax.rollout import RolloutRunner
 from vagent_jax.seeds import Purpose, purpose_key, purpose_seed
 from vagent_jax.sharding import MeshConfig, check_params_sharded
+from vagent_jax.tokenizer import Tokenizer
 from vagent_jax.train.checkpoint import Checkpointer, CheckpointOptions, abstract_of
 from vagent_jax.train.metrics_writer import MetricsWriter, ProgressBar
 from vagent_jax.train.mix_metrics import per_env_metrics, rubric_metrics
@@ -60,10 +72,9 @@ from vagent_jax.train.optimizer import OptimizerConfig
 from vagent_jax.train.policy_dir import CHECKPOINT_DIR, load_policy, write_policy_meta
 from vagent_jax.train.rl_step import make_compute_logprobs, make_rl_step
 from vagent_jax.train.rollout_metrics import rollout_metrics
-from vagent_jax.train.run_common import BadStepGuard, check_writable, run_mesh, run_steps
+from vagent_jax.train.run_common import run_mesh
 from vagent_jax.train.step_metrics import reduce_step_metrics
-from vagent_jax.train.train_state import train_state_from_params
-
+from vagent_jax.train.train_state import TrainState, train_state_from_params
 
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
@@ -139,69 +150,91 @@ class RLConfig:
                 getattr(self, name).validate()
 
 
-class RLTrainer:
-    """Holds the run's state between steps: train state, iterator, env pool, entropy controller, writers."""
+def level_tasks(tasks: TaskConfig, level: int | None) -> TaskStream:
+    """This process's task shards at curriculum `level` (tasks.difficulty when None); process 0 builds the
+    task files, the others read them."""
+    if tasks.mix:  # a curriculum level raises every member by level - 1
+        lv = 1 if level is None else level
+        primary_first(lambda: build_member_tasks(tasks, lv), "vagent-rl-tasks")
+        return MixtureTaskIterator(tasks, lv, jax.process_index(), jax.process_count())
+    at_level = tasks if level is None else dataclasses.replace(tasks, difficulty=level)
+    primary_first(lambda: train_tasks(at_level), "vagent-rl-tasks")
+    return ShardedTaskIterator(at_level, jax.process_index(), jax.process_count())
 
-    def __init__(self, cfg: RLConfig, resume: bool) -> None:
-        check_same_config(cfg, "rl config")
-        self.cfg = cfg
-        self.out = check_writable(cfg.out_dir, "rl")
-        self.mesh = run_mesh(cfg.mesh, cfg.num_devices)
-        init = load_policy(cfg.init_from, self.mesh)
-        self.model, self.tok, self.template = init.model, init.tokenizer, init.template
-        check_params_sharded(abstract_params(self.model, self.mesh), self.mesh, cfg.mesh.max_replicated_fraction)
-        with config_scope("engine"):
-            cfg.engine.validate(self.model.vocab_size)
-        require(cfg.engine.max_len <= self.model.max_seq_len, "engine.max_len",
-                f"{cfg.engine.max_len} exceeds the policy's max_seq_len {self.model.max_seq_len}")
-        if is_primary():
-            write_policy_meta(self.out, self.model, cfg.optimizer, self.template, init.tokenizer_path)
-            (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
-        self.ref_params = init.params if cfg.loss.kl != "none" else None
-        self.state = train_state_from_params(init.params, self.model, cfg.optimizer, self.mesh)
+
+class RLTrainer:
+    """Holds the run's state between steps: train state, iterator, entropy controller, curriculum, mixture
+    schedule, the decode engine and the jitted update."""
+
+    def __init__(self, cfg: RLConfig, model: ModelConfig, state: TrainState, tokenizer: Tokenizer, template: str,
+                 mesh: Mesh, tasks_at_level: Callable[[int | None], TaskStream], *, l_max: int,
+                 out: Path | None = None, ref_params: Any = None, judge: Judge | None = None,
+                 unroll_layers: bool | None = None) -> None:
+        """The trainer from in-memory parts (`from_config` loads them from a run; the benchmark builds its
+        own). tasks_at_level(level) gives the task iterator at a curriculum level; l_max is the resolved
+        L_max; out=None: no run directory (no checkpoints, `run` refuses)."""
+        self.cfg, self.model, self.state, self.tok, self.template, self.mesh = cfg, model, state, tokenizer, template, mesh
+        self.tasks_at_level, self.l_max, self.out = tasks_at_level, l_max, out
+        self.ref_params, self.judge = ref_params, judge
+        self.ckpt = Checkpointer(out / CHECKPOINT_DIR, cfg.checkpoint) if out is not None else None
         self.curriculum = Curriculum(cfg.curriculum)
         self.mix = MixSchedule(cfg.tasks.mix, cfg.tasks.mix_schedule) if cfg.tasks.mix else None
-        self.iterator = self._level_iterator()
+        self.iterator = tasks_at_level(self.curriculum.level)
         self.alpha = cfg.entropy_control.alpha_init
-        self.start, streak = 0, 0
-        self.ckpt = Checkpointer(self.out / CHECKPOINT_DIR, cfg.checkpoint)
-        if resume:
-            restored = self.ckpt.restore_latest(abstract_of(self.state))
-            if restored is not None:
-                self.state, self.start = restored.state, restored.step
-                self.curriculum = Curriculum(cfg.curriculum, restored.extra["curriculum"])
-                if self.mix is not None:
-                    self.mix = MixSchedule(cfg.tasks.mix, cfg.tasks.mix_schedule, restored.extra["mix"])
-                self.iterator = self._level_iterator()
-                self.iterator.set_state(restored.extra["iterator"])
-                self.alpha, streak = float(restored.extra["alpha"]), int(restored.extra["bad_streak"])
-        self.guard = BadStepGuard(cfg.max_bad_steps, streak)
+        self.start = 0
+        self.guard = BadStepGuard(cfg.max_bad_steps)
         self.last_scalars: dict[str, float] = {}
         self.rows = cfg.prompts_per_step * cfg.group_size
-        env_turns = make_env(cfg.tasks).max_turns
-        self.l_max = cfg.max_response_tokens or generation_budget(cfg.engine.max_new_tokens, env_turns,
-                                                                  cfg.engine.max_len)
         temperature = cfg.engine.sampling.temperature
-        self.rl_step = make_rl_step(self.model, cfg.optimizer, cfg.loss, self.mesh, cfg.micro_batches,
-                                    max_len=self.l_max, temperature=temperature)
-        self.logprobs = (make_compute_logprobs(self.model, self.mesh, cfg.micro_batches, temperature=temperature)
+        self.rl_step = make_rl_step(model, cfg.optimizer, cfg.loss, mesh, cfg.micro_batches, max_len=l_max,
+                                    temperature=temperature, unroll_layers=unroll_layers)
+        self.logprobs = (make_compute_logprobs(model, mesh, cfg.micro_batches, temperature=temperature,
+                                               unroll_layers=unroll_layers)
                          if cfg.updates_per_batch > 1 else None)
-        self.stop_ids = stop_token_ids(self.template, self.tok)
+        self.stop_ids = stop_token_ids(template, tokenizer)
         self.key = purpose_key(cfg.seed, Purpose.UPDATE)
         # One engine per run, its KV cache sharded on the run's mesh; each step hands it the new params.
-        self.engine = DecodeEngine(self.state.params, self.model, cfg.engine, self.stop_ids, mesh=self.mesh)
-        self.judge = Judge.load(cfg.judge, self.mesh) if needs_judge(cfg.tasks) else None
+        self.engine = DecodeEngine(state.params, model, cfg.engine, self.stop_ids, mesh=mesh)
 
-    def _level_iterator(self):  # noqa: ANN202
-        """This process's task shards at the current curriculum level (tasks.difficulty without a curriculum)."""
-        level = self.curriculum.level
-        if self.cfg.tasks.mix:  # a curriculum level raises every member by level - 1
-            lv = 1 if level is None else level
-            primary_first(lambda: build_member_tasks(self.cfg.tasks, lv), "vagent-rl-tasks")
-            return MixtureTaskIterator(self.cfg.tasks, lv, jax.process_index(), jax.process_count())
-        tasks = self.cfg.tasks if level is None else dataclasses.replace(self.cfg.tasks, difficulty=level)
-        primary_first(lambda: train_tasks(tasks), "vagent-rl-tasks")  # process 0 builds, the others read
-        return ShardedTaskIterator(tasks, jax.process_index(), jax.process_count())
+    @classmethod
+    def from_config(cls, cfg: RLConfig, resume: bool) -> "RLTrainer":
+        """The trainer of a `vagent rl` run: the policy from cfg.init_from on the run's mesh, out_dir's
+        policy.json and config.json, and (resume) the newest complete checkpoint's state."""
+        check_same_config(cfg, "rl config")
+        out = check_writable(cfg.out_dir, "rl")
+        mesh = run_mesh(cfg.mesh, cfg.num_devices)
+        init = load_policy(cfg.init_from, mesh)
+        model = init.model
+        check_params_sharded(abstract_params(model, mesh), mesh, cfg.mesh.max_replicated_fraction)
+        with config_scope("engine"):
+            cfg.engine.validate(model.vocab_size)
+        require(cfg.engine.max_len <= model.max_seq_len, "engine.max_len",
+                f"{cfg.engine.max_len} exceeds the policy's max_seq_len {model.max_seq_len}")
+        if is_primary():
+            write_policy_meta(out, model, cfg.optimizer, init.template, init.tokenizer_path)
+            (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        l_max = cfg.max_response_tokens or generation_budget(cfg.engine.max_new_tokens, make_env(cfg.tasks).max_turns,
+                                                             cfg.engine.max_len)
+        trainer = cls(cfg, model, train_state_from_params(init.params, model, cfg.optimizer, mesh), init.tokenizer,
+                      init.template, mesh, functools.partial(level_tasks, cfg.tasks), l_max=l_max, out=out,
+                      ref_params=init.params if cfg.loss.kl != "none" else None,
+                      judge=Judge.load(cfg.judge, mesh) if needs_judge(cfg.tasks) else None)
+        restored = trainer.ckpt.restore_latest(abstract_of(trainer.state)) if resume else None
+        if restored is not None:
+            trainer.restore(restored.state, restored.step, restored.extra)
+        return trainer
+
+    def restore(self, state: TrainState, step: int, extra: dict[str, Any]) -> None:
+        """Continue after `step` from a checkpoint's state and the extra items `save` wrote."""
+        cfg = self.cfg
+        self.state, self.start = state, step
+        self.curriculum = Curriculum(cfg.curriculum, extra["curriculum"])
+        if self.mix is not None:
+            self.mix = MixSchedule(cfg.tasks.mix, cfg.tasks.mix_schedule, extra["mix"])
+        self.iterator = self.tasks_at_level(self.curriculum.level)
+        self.iterator.set_state(extra["iterator"])
+        self.alpha = float(extra["alpha"])
+        self.guard = BadStepGuard(cfg.max_bad_steps, int(extra["bad_streak"]))
 
     def save(self, step: int, force: bool = True) -> None:
         """Checkpoint the state after `step` with the iterator position and controller state."""
@@ -224,72 +257,55 @@ class RLTrainer:
         """Rollout rounds until prompts_per_step groups carry signal (or max_rounds); returns the kept
         groups' results, their shaped rewards, every result of the step, and counters."""
         cfg, G = self.cfg, self.cfg.group_size
-        engine = self.engine
-        engine.set_params(self.state.params)  # the updated params, used where they lie (no gather)
-        engine.reset(seed=purpose_seed(cfg.seed, Purpose.ROLLOUT, step))
-        runner = RolloutRunner(engine, self.tok, self.template, pool, cfg.tasks.env_name, cfg.tasks.env_kwargs,
+        self.engine.set_params(self.state.params)  # the updated params, used where they lie (no gather)
+        self.engine.reset(seed=purpose_seed(cfg.seed, Purpose.ROLLOUT, step))
+        runner = RolloutRunner(self.engine, self.tok, self.template, pool, cfg.tasks.env_name, cfg.tasks.env_kwargs,
                                lockstep=cfg.rollout_lockstep)
-        kept: list = []
-        kept_r: list = []
-        every: list = []
-        rounds = dropped = 0
-        env_wait = 0.0
         first = self.iterator.first_index(cfg.prompts_per_step)
-        while len(kept) < cfg.prompts_per_step and rounds < cfg.max_rounds:
+        env_wait = [0.0]
+
+        def draw(round_index: int) -> list:
             # request seed = the trajectory's index among all of the step's rollouts, on whichever host
             mine = runner.run(self.iterator.take(cfg.prompts_per_step), G,
-                              seed_offset=(rounds * cfg.prompts_per_step + first) * G)
+                              seed_offset=(round_index * cfg.prompts_per_step + first) * G)
             if self.judge is not None:  # rubric judge criteria: one batch through the judge's engine
                 mine = self.judge.score(mine)
             parts = allgather_objects((mine, float(runner.stats["env_wait_s"])))
-            results = [x for part, _ in parts for x in part]  # process order = the step's prompt order
-            env_wait = max(w for _, w in parts)
-            rounds += 1
-            every += results
-            correct = np.asarray([x.reward.correct for x in results])
-            r = shaped_rewards(np.asarray([x.reward.reward for x in results], np.float32), correct,
-                               np.asarray([x.trajectory.num_generated for x in results], np.float32),
-                               G, cfg.rewards, self.l_max)
-            keep = keep_groups(correct, G) if cfg.dynamic_sampling else np.ones(len(results) // G, bool)
-            dropped += int((~keep).sum())
-            for g in np.flatnonzero(keep):
-                kept.append(results[g * G:(g + 1) * G])
-                kept_r.append(r[g * G:(g + 1) * G])
-            if not cfg.dynamic_sampling:
-                break
-        kept, kept_r = kept[:cfg.prompts_per_step], kept_r[:cfg.prompts_per_step]
-        counters = {"groups_kept": float(len(kept)), "groups_dropped": float(dropped), "rounds": float(rounds),
-                    "env_wait_s": env_wait}
-        flat_r = np.concatenate(kept_r) if kept_r else np.zeros((0,), np.float32)
-        return [x for g in kept for x in g], flat_r, every, counters
+            env_wait[0] = max(w for _, w in parts)
+            return [x for part, _ in parts for x in part]  # process order = the step's prompt order
+
+        got = sample_until_signal(draw, lambda rs: verdicts_and_rewards(rs, G, cfg.rewards, self.l_max),
+                                  groups=cfg.prompts_per_step, group_size=G, max_rounds=cfg.max_rounds,
+                                  filter_groups=cfg.dynamic_sampling)
+        counters = {"groups_kept": float(got.groups_kept), "groups_dropped": float(got.dropped),
+                    "rounds": float(got.rounds), "env_wait_s": env_wait[0]}
+        return got.rollouts, got.rewards, got.every, counters
 
     def update(self, results: list, rewards: np.ndarray, step: int, entropy_coef: float) -> dict[str, float]:
-        """Advantages, the padded batch, and updates_per_batch sequential updates; returns update metrics."""
-        cfg, G = self.cfg, self.cfg.group_size
-        lengths = np.asarray([x.trajectory.num_generated for x in results], np.float32)
-        correct = np.asarray([x.reward.correct for x in results])
-        adv = group_advantages(cfg.advantage, rewards, lengths, correct, G)
-        keep_rows = loss_rows_kept(np.asarray([x.truncated for x in results]), lengths, self.l_max,
-                                   cfg.rewards.overlong_filter)
-        batch = update_batch([x.trajectory for x in results], adv, keep_rows, self.rows, cfg.engine.max_len,
-                             self.tok.pad_id or 0)
+        """The step batch and updates_per_batch sequential updates on it; returns update metrics."""
+        cfg = self.cfg
+        sb = build_step_batch(results, rewards, advantage=cfg.advantage, group_size=cfg.group_size,
+                              l_max=self.l_max, overlong_filter=cfg.rewards.overlong_filter, rows=self.rows,
+                              seq_len=cfg.engine.max_len, pad_id=self.tok.pad_id or 0, updates=cfg.updates_per_batch)
+        batch = dict(sb.arrays)
         if self.logprobs is not None:
             batch["old_logp"] = to_host(self.logprobs(self.state.params, batch)[0])
         key = jax.random.fold_in(self.key, step)
-        parts = minibatch_slices(self.rows, cfg.updates_per_batch, len(results))  # no update on padding alone
         outs = []
-        for u, rows in enumerate(parts):
+        for u, rows in enumerate(sb.parts):  # no update on padding alone
             part = {k: v[rows] for k, v in batch.items()}
             self.state, m = self.rl_step(self.state, part, jax.random.fold_in(key, u), entropy_coef, self.ref_params)
             outs.append(m)
         metrics = reduce_step_metrics(outs)  # exact over updates: sums / counts, maxima, totals
-        metrics["advantage_abs_mean"] = float(np.abs(adv).mean()) if adv.size else 0.0
-        metrics["filtered_overlong"] = float((~keep_rows).sum())
+        metrics["advantage_abs_mean"] = float(np.abs(sb.advantages).mean()) if sb.advantages.size else 0.0
+        metrics["filtered_overlong"] = float((~sb.keep_rows).sum())
         return metrics
 
     def run(self) -> dict[str, Any]:
         """The loop; returns the summary (also written to out_dir/summary.json)."""
         cfg = self.cfg
+        if self.out is None or self.ckpt is None:
+            raise ValueError("RLTrainer.run needs a run directory (out): build it with RLTrainer.from_config")
         writer = MetricsWriter(self.out / "tb", purge_step=self.start + 1 if self.start else None)
         bar = ProgressBar(cfg.steps, keys=("reward", "pass_rate", "entropy", "step_time"), desc="rl",
                           enabled=is_primary(), line_every=cfg.log_every)
@@ -356,7 +372,7 @@ class RLTrainer:
         if self.curriculum.enabled:
             scalars["rollout/curriculum_level"] = float(self.curriculum.level)
             if self.curriculum.observe(scalars.get("rollout/pass_rate", 0.0)):
-                self.iterator = self._level_iterator()  # the next level's tasks, from the start of its stream
+                self.iterator = self.tasks_at_level(self.curriculum.level)  # the next level's tasks, from the start of its stream
         scalars = {k: v for k, v in scalars.items() if np.isfinite(v)}  # e.g. no correct trajectory: no mean
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             writer.write_scalars(step + 1, scalars)
@@ -371,4 +387,4 @@ class RLTrainer:
 
 def run_rl(cfg: RLConfig, resume: bool = False) -> dict[str, Any]:
     """Build the trainer and run it (resume: from the newest complete checkpoint in out_dir)."""
-    return RLTrainer(cfg, resume).run()
+    return RLTrainer.from_config(cfg, resume).run()

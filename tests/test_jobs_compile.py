@@ -12,19 +12,19 @@ import pytest
 
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other test processes may hold libtpu's lock
 
-from vagent_jax import aot_compile  # noqa: E402
-from vagent_jax.aot_compile import (build_mesh, check_fits, compile_config, compile_file, config_kind,  # noqa: E402
-                                    resolve_model)
 from vagent_jax.aot_inputs import abstract_train_state, per_device_bytes  # noqa: E402
 from vagent_jax.aot_report import decode_model_flops, format_markdown, format_table, train_model_flops  # noqa: E402
 from vagent_jax.cli import main  # noqa: E402
 from vagent_jax.config import ConfigError, from_dict, load_config  # noqa: E402
+from vagent_jax.jobs import compile as aot_compile  # noqa: E402
+from vagent_jax.jobs.compile import (build_mesh, check_fits, compile_config, compile_file, config_kind,  # noqa: E402
+                                    resolve_model)
+from vagent_jax.jobs.rl import RLConfig  # noqa: E402
+from vagent_jax.jobs.sft import SFTConfig  # noqa: E402
 from vagent_jax.models.config import PRESETS, ModelConfig, from_hf_config, to_hf_config  # noqa: E402
+from vagent_jax.tpu_topology import GiB, parse_topology, topology_devices  # noqa: E402
 from vagent_jax.train.optimizer import OptimizerConfig  # noqa: E402
 from vagent_jax.train.policy_dir import write_policy_meta  # noqa: E402
-from vagent_jax.train.rl_run import RLConfig  # noqa: E402
-from vagent_jax.train.sft_run import SFTConfig  # noqa: E402
-from vagent_jax.tpu_topology import GiB, parse_topology, topology_devices  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=256, d_model=64, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=32, d_ff=128,
