@@ -1,5 +1,5 @@
 """A fixture environment for mixture tests whose pass rate does not depend on the policy: a task is
-`free` (any turn passes) one time in three, else nothing passes. Next to a member the tiny policy never
+`free` (any turn passes) one time in two, else nothing passes. Next to a member the tiny policy never
 solves (coin_test), the pass-rate band schedule sees one member inside its band and one outside, so the
 weights move and the schedule's state matters to every later step."""
 from __future__ import annotations
@@ -30,7 +30,7 @@ class FreePassEnv(Environment):
 
     def generate_tasks(self, n: int, seed: int, difficulty: int = 1) -> list[dict]:
         rng = random.Random(f"free/{seed}/{difficulty}")
-        return [{"hint": rng.choice("ab"), "free": rng.random() < 1 / 3} for _ in range(n)]
+        return [{"hint": rng.choice("ab"), "free": rng.random() < 1 / 2} for _ in range(n)]
 
     def demonstration(self, task: Mapping[str, Any]) -> list[Message]:
         return self.initial_messages(task) + [Message("assistant", f"<answer>{task['hint']}</answer>")]

@@ -20,16 +20,21 @@ from vagent_jax.train import rl_run
 from vagent_jax.train.checkpoint import Checkpointer
 from vagent_jax.train.metrics_writer import read_scalars
 from vagent_jax.train.policy_dir import load_policy
+from vagent_jax.train.sft_run import SFTConfig, run_sft
 
 TESTS = Path(__file__).resolve().parent
-# The tiny coin policy never passes coin_test (pass rate 0: outside the band), and free_pass_test passes
-# about one task in three (inside): once measured, the weights move, so every later step depends on the
-# schedule's saved state.
+# After a short SFT on both members the policy answers coin_test badly (pass rate ~0: below the band), and
+# free_pass_test passes about one trajectory in three (inside: a free task answered within the token
+# budget), so once measured the weights move, and every later step depends on the schedule's saved state.
 MIX = ["tasks.env_modules=[rl_fixture_env, mix_fixture_env]",
        "tasks.mix=[{env: coin_test, name: coin, weight: 1}, {env: free_pass_test, name: free, weight: 1}]",
        "tasks.mix_schedule={kind: pass_rate_band, band: [0.1, 0.9], outside: 0.25, ema: 0.5}"]
-RL = MIX + ["tasks.num_tasks=16", "prompts_per_step=4", "group_size=2", "dynamic_sampling=false",
-            "engine.batch_slots=8", "engine.max_len=96", "engine.max_new_tokens=8", "engine.chunk_steps=4",
+SFT = ["tasks.num_tasks=64", "steps=60", "batch_size=8", "seq_len=96", "tokenizer.vocab_size=300",
+       "model.vocab_size=320", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
+       "model.head_dim=16", "model.d_ff=64", "model.max_seq_len=128", "optimizer.lr=0.01",
+       "optimizer.total_steps=60", "optimizer.warmup_steps=0", "num_devices=1", "save_every=60"]
+RL = MIX + ["tasks.num_tasks=16", "prompts_per_step=8", "group_size=2", "dynamic_sampling=false",
+            "engine.batch_slots=16", "engine.max_len=96", "engine.max_new_tokens=12", "engine.chunk_steps=4",
             "num_devices=1", "env_workers=1", "save_every=1", "optimizer.lr=0.001", "checkpoint.keep_last=2"]
 STEPS = 4
 
@@ -66,6 +71,15 @@ def _resumed(cfg: TaskConfig, state: list) -> MixtureTaskIterator:
     it = MixtureTaskIterator(cfg)
     it.set_state(state)
     return it
+
+
+@pytest.fixture(scope="module")
+def mix_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SFT policy on both members (60 steps), so rollouts end in an answer the verifiers see."""
+    sys.path.insert(0, str(TESTS))
+    out = tmp_path_factory.mktemp("mix_resume_sft")
+    run_sft(load_config(SFTConfig, None, [*MIX, *SFT, f"out_dir={out}", f"tasks.data_dir={out / 'data'}"]))
+    return out
 
 
 class _Stop(Exception):
@@ -111,9 +125,9 @@ def _assert_same_run(full: Path, cut: Path) -> None:
 
 @pytest.mark.slow  # three in-process RL runs, each compiling its engine and update (~40 s idle, 4 min at load 8)
 def test_mixture_run_stopped_after_a_checkpoint_resumes_to_the_same_state(
-        coin_policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        mix_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     full, cut = tmp_path / "full", tmp_path / "cut"
-    rl_run.run_rl(_cfg(coin_policy_dir, full))
+    rl_run.run_rl(_cfg(mix_policy, full))
     real_one_step = rl_run.RLTrainer.one_step
 
     def stop_at_step_2(self, pool, step, *args):  # noqa: ANN001, ANN002, ANN202
@@ -123,27 +137,27 @@ def test_mixture_run_stopped_after_a_checkpoint_resumes_to_the_same_state(
 
     monkeypatch.setattr(rl_run.RLTrainer, "one_step", stop_at_step_2)
     with pytest.raises(_Stop):
-        rl_run.run_rl(_cfg(coin_policy_dir, cut))
+        rl_run.run_rl(_cfg(mix_policy, cut))
     with Checkpointer(cut / "checkpoints") as ck:
         assert ck.latest_step() == 2  # steps 0 and 1 done and saved, step 2 never ran
     monkeypatch.setattr(rl_run.RLTrainer, "one_step", real_one_step)
-    summary = rl_run.run_rl(_cfg(coin_policy_dir, cut), resume=True)
+    summary = rl_run.run_rl(_cfg(mix_policy, cut), resume=True)
     assert summary["resumed_from"] == 2
     _assert_same_run(full, cut)
 
 
 @pytest.mark.slow  # three `vagent rl` processes (~15 s each on an idle 2-core machine)
-def test_mixture_run_sigkilled_in_an_update_resumes_to_the_same_state(coin_policy_dir: Path,
+def test_mixture_run_sigkilled_in_an_update_resumes_to_the_same_state(mix_policy: Path,
                                                                       tmp_path: Path) -> None:
     from test_train_rl_resume_kill import RUN_TIMEOUT_S, _env  # the kill driver's environment and deadline
     import signal
     import subprocess
 
     full, cut = tmp_path / "full", tmp_path / "cut"
-    rl_run.run_rl(_cfg(coin_policy_dir, full))
+    rl_run.run_rl(_cfg(mix_policy, full))
 
     def run(kill_step: int, resume: bool) -> subprocess.CompletedProcess:
-        args = [f"init_from={coin_policy_dir}", f"tasks.data_dir={coin_policy_dir / 'data'}", f"out_dir={cut}",
+        args = [f"init_from={mix_policy}", f"tasks.data_dir={mix_policy / 'data'}", f"out_dir={cut}",
                 *RL, f"steps={STEPS}"]
         recipe = tmp_path / "cut.yaml"
         recipe.write_text(f"steps: {STEPS}\n")
