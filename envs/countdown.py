@@ -85,3 +85,8 @@ class CountdownEnv(Environment):
         expr = task["solution"]
         turn = f"<think>\n{expr} = {task['target']}\n</think>\n<answer>{expr}</answer>"
         return self.initial_messages(task) + [Message("assistant", turn)]
+
+    def direct_demonstration(self, task: Mapping[str, Any]) -> list[Message]:
+        """The expression at once, with no worked <think> step: the habit `sft.direct_demo_fraction` mixes
+        in (a Countdown task has no `answer` key for the base rule)."""
+        return self.initial_messages(task) + [Message("assistant", f"<answer>{task['solution']}</answer>")]

@@ -21,7 +21,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from vagent_jax.config import load_config, require  # noqa: E402
-from vagent_jax.data.task_source import TaskConfig  # noqa: E402
+from vagent_jax.data.task_source import TaskConfig, eval_tasks, make_env, train_tasks  # noqa: E402
 from vagent_jax.jobs.eval import EvalConfig, run_eval  # noqa: E402
 from vagent_jax.jobs.rl import RLConfig, run_rl  # noqa: E402
 from vagent_jax.jobs.sft import SFTConfig, run_sft  # noqa: E402
@@ -66,6 +66,18 @@ def _evaluate(ev: EvalConfig, run_dir: Path, path: Path) -> dict[str, Any]:
     return run_eval(dataclasses.replace(ev, out=str(path)), run_dir)
 
 
+def heldout_seen(tasks: TaskConfig) -> dict[str, float]:
+    """Per member, the fraction of held-out tasks whose prompt is also a training task's prompt: near 1 for
+    datasets with few distinct questions, where held-out pass@1 measures recall more than generalisation."""
+    env = make_env(tasks)
+    train = train_tasks(tasks)
+    seen = {(t["mix_env"], env.prompt(t)) for t in (train[i] for i in range(len(train)))}
+    held = eval_tasks(tasks)
+    names = sorted({t["mix_env"] for t in held})
+    return {k: sum((k, env.prompt(t)) in seen for t in held if t["mix_env"] == k)
+            / sum(t["mix_env"] == k for t in held) for k in names}
+
+
 def weights_over_steps(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """mix/weight/<name> per logged step (normalised weights)."""
     scalars = read_scalars(tb_dir)
@@ -97,6 +109,7 @@ def run_recipe(cfg: MixRecipeConfig) -> dict[str, Any]:
                                  "rl": after["per_env"][e]["pass@1"], "rl_ci95": after["per_env"][e]["ci95"]}
                              for e in envs},
                "overall": {"sft": before["metrics"]["pass@1"], "rl": after["metrics"]["pass@1"]},
+               "heldout_seen_in_training": heldout_seen(cfg.tasks),
                "weights": weights_over_steps(out / "rl" / "tb")}
     (out / "mix_summary.json").write_text(json.dumps(summary, indent=2))
     (out / "mix_report.md").write_text(format_report(summary))
@@ -107,13 +120,15 @@ def format_report(s: dict[str, Any]) -> str:
     """Markdown: per-environment held-out pass@1 after SFT and after DAPO, then the weights per step."""
     lines = [f"# Mixture recipe ({s['sft_steps']} SFT steps, {s['rl_steps']} DAPO steps, "
              f"{s['eval_tasks_per_env']} held-out tasks per environment)", "",
-             "| environment | SFT pass@1 (95% CI) | + DAPO pass@1 (95% CI) | change (points) |", "|---|---|---|---|"]
+             "| environment | SFT pass@1 (95% CI) | + DAPO pass@1 (95% CI) | change (points) | held-out prompts "
+             "seen in training |", "|---|---|---|---|---|"]
+    seen = s.get("heldout_seen_in_training", {})
     for e, v in s["pass_at_1"].items():
         ci = lambda c: f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]"  # noqa: E731
         lines.append(f"| {e} | {100 * v['sft']:.1f} {ci(v['sft_ci95'])} | {100 * v['rl']:.1f} {ci(v['rl_ci95'])} "
-                     f"| {100 * (v['rl'] - v['sft']):+.1f} |")
+                     f"| {100 * (v['rl'] - v['sft']):+.1f} | {f'{100 * seen[e]:.0f}%' if e in seen else '-'} |")
     lines.append(f"| all | {100 * s['overall']['sft']:.1f} | {100 * s['overall']['rl']:.1f} | "
-                 f"{100 * (s['overall']['rl'] - s['overall']['sft']):+.1f} |")
+                 f"{100 * (s['overall']['rl'] - s['overall']['sft']):+.1f} | |")
     names = list(s["weights"])
     if names:
         lines += ["", "Mixture weights per DAPO step:", "", "| step | " + " | ".join(names) + " |",

@@ -43,3 +43,16 @@ def test_a_task_without_a_member_tag_is_refused():
     env = get_env("mix", members=MEMBERS)
     with pytest.raises(ValueError, match="mix_env"):
         env.step({"expression": "1 * 2"}, [Message("user", "x"), Message("assistant", "<answer>2</answer>")])
+
+
+def test_every_member_has_a_direct_demonstration_that_its_verifier_accepts():
+    # sft.direct_demo_fraction on a mixture asks each member for one; Countdown once raised (no 'answer' key)
+    env = get_env("mix", members=[dict(m, weight=1.0) for m in MEMBERS])
+    tasks = env.generate_tasks(12, seed=1)
+    assert {t[MEMBER_KEY] for t in tasks} == {"calc", "cd", "chain"}
+    for t in tasks:
+        direct = env.direct_demonstration(t)
+        assert direct[:-1] == env.initial_messages(t) and direct[-1].role == "assistant"
+        assert "<tool_call>" not in direct[-1].content and "<think>" not in direct[-1].content
+        ok, _ = env.verify(t, env.final_answer(direct[-1].content))
+        assert ok, (t[MEMBER_KEY], direct[-1].content)
