@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vagent_jax.kernels.sampling_draw import admitted_class_mass, choose_tokens, class_view
+from vagent_jax.kernels.sampling_draw import admitted_class_mass, choose_tokens, chunked_class_sums, class_view
 from vagent_jax.kernels.sampling_seeds import fmix32, position_seeds, row_seeds  # noqa: F401  re-exported
 
 TOP_P_CANDIDATES = 256  # logits examined for top-k/top-p before falling back to a full sort
@@ -220,16 +220,19 @@ def finish(
 def tempered_class_sums(x: jax.Array, inv_t: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
     """([B, C] class sums of e = exp(d) over `class_view(x)`, [B] w = sum e d), d = x * inv_t - m * inv_t.
 
-    The entropy's sums. Column reductions of the class view vectorise better on XLA:CPU than row sums, and
-    without truncation the class sums are bitwise the draw's class masses (`admitted_class_mass`), so the
-    draw needs no pass of its own. d is clamped at -200 (exp(-200) is 0 in float32, as exp(-inf) is), so e
-    is unchanged and e * d has no 0 * -inf NaN on masked logits.
+    The entropy's sums, in `chunked_class_sums`'s loop. Without truncation the class sums are bitwise the
+    draw's class masses (`admitted_class_mass`, the same loop), so the draw needs no pass of its own. d is
+    clamped at -200 (exp(-200) is 0 in float32, as exp(-inf) is), so e is unchanged and e * d has no
+    0 * -inf NaN on masked logits.
     """
-    xc = class_view(x)
-    d = jnp.maximum(xc * inv_t[:, None, None] - (m * inv_t)[:, None, None], -200.0)
-    e = jnp.exp(d)
-    # the barrier keeps a caller's s = sum of these class sums (XLA would otherwise re-read e in full)
-    return jax.lax.optimization_barrier(jnp.sum(e, axis=1)), jnp.sum(e * d, axis=(1, 2))
+    inv3, mt3 = inv_t[:, None, None], (m * inv_t)[:, None, None]
+
+    def sums(xb: jax.Array) -> tuple[jax.Array, jax.Array]:
+        d = jnp.maximum(xb * inv3 - mt3, -200.0)
+        e = jnp.exp(d)
+        return jnp.sum(e, axis=1), jnp.sum(e * d, axis=(1, 2))
+
+    return chunked_class_sums(class_view(x), sums)
 
 
 def sample_reference(

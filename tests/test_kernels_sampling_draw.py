@@ -6,10 +6,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import stats
 
 from vagent_jax.kernels.sampling import sample
-from vagent_jax.kernels.sampling_draw import NUM_CLASSES, admitted_class_mass, draw_tokens, row_uniform
+from vagent_jax.kernels.sampling_draw import CHUNK_ROWS, NUM_CLASSES, admitted_class_mass, draw_tokens, row_uniform
 from vagent_jax.kernels.sampling_pallas import sample_pallas
 from vagent_jax.kernels.sampling_reference import tempered_class_sums
 
@@ -93,8 +94,10 @@ def test_sampling_law_with_classes_of_several_members():
 
 def test_entropy_class_sums_are_the_draws_class_masses_bitwise():
     # the reference reuses the entropy pass's class sums as the draw's class masses when no row truncates;
-    # the Pallas path computes them with admitted_class_mass: equal bits keep their tokens identical
-    x = np.array(jax.random.normal(jax.random.key(5), (16, 1000)) * 4.0, np.float32)
+    # the Pallas path computes them with admitted_class_mass: equal bits keep their tokens identical.
+    # V = 17000: 133 class rows = 2 chunks of CHUNK_ROWS plus a tail of 5, the last row padded
+    assert divmod(-(-17000 // C), CHUNK_ROWS) == (2, 5)
+    x = np.array(jax.random.normal(jax.random.key(5), (16, 17000)) * 4.0, np.float32)
     x[2, ::3] = -np.inf
     x[5, :] = -np.inf
     x[5, 17] = 3.0
@@ -105,12 +108,13 @@ def test_entropy_class_sums_are_the_draws_class_masses_bitwise():
     np.testing.assert_array_equal(np.asarray(e_class), np.asarray(mass))
 
 
-def test_kernel_matches_reference_without_truncation():
-    x = jnp.asarray(jax.random.normal(jax.random.key(9), (16, 1000)) * 3.0)
+@pytest.mark.parametrize("vocab", [1000, 9000])  # 9000: the chunked class sums' loop runs (71 class rows)
+def test_kernel_matches_reference_without_truncation(vocab):
+    x = jnp.asarray(jax.random.normal(jax.random.key(9), (16, vocab)) * 3.0)
     t = jnp.asarray([1.0, 0.7, 0.0, 1.6] * 4, jnp.float32)
     k, p, mp = jnp.zeros((16,), jnp.int32), jnp.ones((16,)), jnp.zeros((16,))
     for seed in range(4):
         ref = sample(x, jax.random.key(seed), t, k, p, mp)
-        ker = sample_pallas(x, jax.random.key(seed), t, k, p, mp, interpret=True, block_v=256)
+        ker = sample_pallas(x, jax.random.key(seed), t, k, p, mp, interpret=True, block_v=2048)
         np.testing.assert_array_equal(ker.token, ref.token)
         np.testing.assert_allclose(ker.entropy, ref.entropy, rtol=1e-5, atol=1e-5)
