@@ -5,15 +5,16 @@ output blocks that stay resident across it (written at tile 0, updated every til
   m1, s1          online max and sum exp(x - m1)                 -> logsumexp at T = 1
   mt, st, wt      online max of z = x/T, sum e = exp(z - mt), sum e (z - mt)  -> H = log st - wt / st
   sa              sum of e over admitted tokens (x >= tau)        -> log-normaliser of the sampling dist.
-  best_key/x/idx  Gumbel-max race: max over admitted of z + G (x for greedy rows), first index on ties
   top_vals/ids    running top-K of x (K = max(conf_k, num_top_logprobs), stored in K_pad = 128k lanes)
   bad             NaN / +inf seen
 The running top-K merge (`_merge_top_k`) extracts, per tile, one maximum per round while some row still has
 a tile value above its current K-th best; the round count is bounded by K and, after the first tiles, is
 usually small.
-The truncation threshold tau and the per-row seeds come from the pre-pass shared with the reference
-(`admission_threshold`, `row_seeds`), so tokens match the reference exactly; that pre-pass touches the
-logits only when some row truncates (max for min-p; top-256 candidates, rarely a sort, for top-k/top-p).
+The truncation threshold tau comes from the pre-pass shared with the reference (`admission_threshold`),
+which touches the logits only when some row truncates (max for min-p; top-256 candidates, rarely a sort,
+for top-k/top-p). The token is drawn after the kernel by the reference's own `draw_tokens` (inverse CDF,
+one uniform per row) from the kernel's exact row max and tau, so tokens match the reference exactly; on
+sampling rows that draw reads the logits once more (a class-sum pass plus a gather of one class).
 Targets: Mosaic (TPU) and interpret mode. Not Triton/GPU: the accumulation needs a sequential vocab axis.
 """
 from __future__ import annotations
@@ -26,9 +27,11 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
+from vagent_jax.kernels.sampling_draw import choose_tokens
 from vagent_jax.kernels.sampling_reference import (
-    SampleOutput, admission_threshold, finish, gumbel_noise, inverse_temperature, row_seeds,
+    SampleOutput, admission_threshold, argmax_of_top, finish, inverse_temperature,
 )
+from vagent_jax.kernels.sampling_seeds import row_seeds
 
 _NEG = -jnp.inf
 _BIG_INDEX = 2**31 - 1
@@ -77,21 +80,19 @@ def _merge_top_k(x: jax.Array, col: jax.Array, vals: jax.Array, ids: jax.Array,
 
 def _init_state(refs: tuple, rows: int) -> None:
     """Tile 0: the resident per-row state starts empty (maxima -inf, sums 0, top-K -inf)."""
-    m1, s1, mt, st, wt, sa, key, bx, bidx, bad, tv, ti = refs
-    for ref in (m1, mt, key):
+    m1, s1, mt, st, wt, sa, bad, tv, ti = refs
+    for ref in (m1, mt):
         ref[...] = jnp.full((rows, 1), _NEG, jnp.float32)
-    for ref in (s1, st, wt, sa, bx):
+    for ref in (s1, st, wt, sa):
         ref[...] = jnp.zeros((rows, 1), jnp.float32)
-    for ref in (bidx, bad):
-        ref[...] = jnp.zeros((rows, 1), jnp.int32)
+    bad[...] = jnp.zeros((rows, 1), jnp.int32)
     tv[...] = jnp.full(tv.shape, _NEG, jnp.float32)
     ti[...] = jnp.zeros(ti.shape, jnp.int32)
 
 
 def _sampling_kernel(
-    inv_t_ref, tau_ref, greedy_ref, seed_ref, x_ref,  # inputs
-    m1_ref, s1_ref, mt_ref, st_ref, wt_ref, sa_ref,  # outputs (resident state)
-    key_ref, bx_ref, bidx_ref, bad_ref, tv_ref, ti_ref,
+    inv_t_ref, tau_ref, x_ref,  # inputs
+    m1_ref, s1_ref, mt_ref, st_ref, wt_ref, sa_ref, bad_ref, tv_ref, ti_ref,  # outputs (resident state)
     *, vocab: int, block_v: int, top_k_slots: int,
 ):
     """One (row block, vocab tile) step of the online statistics; see the module docstring."""
@@ -100,8 +101,7 @@ def _sampling_kernel(
 
     @pl.when(j == 0)
     def _init():
-        _init_state((m1_ref, s1_ref, mt_ref, st_ref, wt_ref, sa_ref, key_ref, bx_ref, bidx_ref, bad_ref, tv_ref,
-                     ti_ref), rows)
+        _init_state((m1_ref, s1_ref, mt_ref, st_ref, wt_ref, sa_ref, bad_ref, tv_ref, ti_ref), rows)
 
     col = j * block_v + jax.lax.broadcasted_iota(jnp.int32, (rows, block_v), 1)
     x = x_ref[...].astype(jnp.float32)
@@ -134,17 +134,6 @@ def _sampling_kernel(
     sa_ref[...] = alpha * sa_ref[...] + jnp.sum(jnp.where(admitted, e, 0.0), axis=1, keepdims=True)
     mt_ref[...] = mt_new
 
-    # Gumbel-max race among admitted tokens (plain argmax for greedy rows)
-    race = jnp.where(greedy_ref[...] > 0, x, z + gumbel_noise(seed_ref[...], col))
-    race = jnp.where(admitted, race, _NEG)
-    r_max = jnp.max(race, axis=1, keepdims=True)
-    r_pos = jnp.min(jnp.where(race == r_max, col, _BIG_INDEX), axis=1, keepdims=True)
-    r_x = jnp.max(jnp.where(col == r_pos, x, _NEG), axis=1, keepdims=True)
-    better = r_max > key_ref[...]  # strict: an earlier tile keeps ties, as argmax does
-    key_ref[...] = jnp.where(better, r_max, key_ref[...])
-    bx_ref[...] = jnp.where(better, r_x, bx_ref[...])
-    bidx_ref[...] = jnp.where(better, r_pos, bidx_ref[...])
-
     tv_ref[...], ti_ref[...] = _merge_top_k(x, col, tv_ref[...], ti_ref[...], top_k_slots)
 
 
@@ -154,8 +143,7 @@ class PassStats(NamedTuple):
     lse1: jax.Array  # logsumexp of x at T = 1
     entropy: jax.Array  # H(softmax(x * inv_t))
     lse_admitted: jax.Array  # logsumexp of x * inv_t over admitted tokens
-    token: jax.Array  # int32, Gumbel-max winner
-    x_tok: jax.Array  # x[token]
+    max1: jax.Array  # max of x (the exact row max: a max does not depend on the tile order)
     bad: jax.Array  # bool, NaN / +inf seen or no finite logit
     top_vals: jax.Array  # [B, K_pad] running top-K of x (-inf padded)
     top_ids: jax.Array  # [B, K_pad] int32
@@ -166,15 +154,13 @@ def fused_sampling_pass(
     logits: jax.Array,
     inv_t: jax.Array,
     tau: jax.Array,
-    greedy: jax.Array,
-    seeds: jax.Array,
     *,
     top_slots: int,
     interpret: bool = False,
     block_b: int = 8,
     block_v: int = 2048,
 ) -> PassStats:
-    """The Pallas pass: logits [B, V] (bf16/f32) and per-row inv_t, tau (f32), greedy (bool), seeds (uint32).
+    """The Pallas pass: logits [B, V] (bf16/f32) and per-row inv_t, tau (f32).
 
     block_v must be a multiple of 128 (TPU lane tiling); block_b is used as is when B >= block_b (then
     a multiple of 8 on TPU) and shrinks to B for smaller batches. top_slots = K of the running top-K.
@@ -193,27 +179,26 @@ def fused_sampling_pass(
     # inside shard_map the outputs vary over the same manual mesh axes as the logits
     out = functools.partial(jax.ShapeDtypeStruct, manual_axis_type=jax.typeof(logits).mat)
     f32, i32 = jnp.float32, jnp.int32
-    out_shape = [out((batch, 1), f32)] * 8 + [out((batch, 1), i32)] * 2
+    out_shape = [out((batch, 1), f32)] * 6 + [out((batch, 1), i32)]
     out_shape += [out((batch, slots), f32), out((batch, slots), i32)]
     kernel = functools.partial(_sampling_kernel, vocab=vocab, block_v=tile_v, top_k_slots=top_slots)
     outs = pl.pallas_call(
         kernel,
         out_shape=out_shape,
         grid=grid,
-        in_specs=[row_spec] * 4 + [pl.BlockSpec((rows, tile_v), lambda i, j: (i, j))],
-        out_specs=[row_spec] * 10 + [top_spec] * 2,
+        in_specs=[row_spec] * 2 + [pl.BlockSpec((rows, tile_v), lambda i, j: (i, j))],
+        out_specs=[row_spec] * 7 + [top_spec] * 2,
         compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary")),
         interpret=interpret,
         name="fused_sampling",
-    )(col1(inv_t), col1(tau), col1(greedy.astype(i32)), col1(seeds), logits)
-    m1, s1, mt, st, wt, sa, _, best_x, best_idx, bad, top_vals, top_ids = outs
-    m1, s1, mt, st, wt, sa, best_x = (a[:, 0] for a in (m1, s1, mt, st, wt, sa, best_x))
+    )(col1(inv_t), col1(tau), logits)
+    m1, s1, mt, st, wt, sa, bad, top_vals, top_ids = outs
+    m1, s1, mt, st, wt, sa = (a[:, 0] for a in (m1, s1, mt, st, wt, sa))
     return PassStats(
         lse1=m1 + jnp.log(s1),
         entropy=jnp.log(st) - wt / st,
         lse_admitted=mt + jnp.log(sa),
-        token=best_idx[:, 0],
-        x_tok=best_x,
+        max1=m1,
         # a row without finite logits never sets `bad` in the kernel: its running max stays -inf
         bad=(bad[:, 0] > 0) | (m1 == _NEG),
         top_vals=top_vals,
@@ -244,13 +229,18 @@ def sample_pallas(
     The pre-pass reads the logits again only when some row truncates (see admission_threshold).
     """
     greedy, inv_t = inverse_temperature(temperature)
-    tau = admission_threshold(logits.astype(jnp.float32), temperature, top_k, top_p, min_p)
+    x = logits.astype(jnp.float32)
+    tau = admission_threshold(x, temperature, top_k, top_p, min_p)
     seeds = row_seeds(key, logits.shape[0]) if row_seed is None else row_seed.astype(jnp.uint32)
     stats = fused_sampling_pass(
-        logits, inv_t, tau, greedy, seeds, top_slots=max(conf_k, num_top_logprobs),
+        logits, inv_t, tau, top_slots=max(conf_k, num_top_logprobs),
         interpret=interpret, block_b=block_b, block_v=block_v)
+    argmax = argmax_of_top(stats.top_vals, stats.top_ids)
+    m = jnp.where(stats.bad, 0.0, stats.max1)
+    token = choose_tokens(x, greedy, inv_t, tau, m, seeds, argmax)
+    x_tok = jnp.take_along_axis(x, token[:, None], axis=-1)[:, 0]
     return finish(
-        token=stats.token, x_tok=stats.x_tok, lse1=stats.lse1, entropy=stats.entropy,
+        token=token, x_tok=x_tok, lse1=stats.lse1, entropy=stats.entropy,
         lse_admitted=stats.lse_admitted, top_vals=stats.top_vals, top_ids=stats.top_ids, greedy=greedy,
         inv_t=inv_t, bad=stats.bad, conf_k=conf_k, num_top_logprobs=num_top_logprobs,
     )

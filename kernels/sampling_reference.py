@@ -2,14 +2,15 @@
 
 The reference is the specification: it materialises [B, V] float32 arrays freely. The kernel
 (`sampling_pallas.py`) must return the same tokens and, within float32 rounding, the same numbers. To get
-identical tokens both draw their Gumbel noise from `gumbel_noise`, a counter-based hash of
-(per-row seed, vocabulary index), and both apply the truncation through the per-row logit threshold
-computed by `admission_threshold`.
+identical tokens both draw through `sampling_draw.draw_tokens` (inverse CDF with one uniform per row, from
+a counter-based hash of the per-row seed) on the same logits, the same exact row max and the same per-row
+threshold tau from `admission_threshold`.
 
 Semantics, per row b with logits x (cast to float32), temperature T, truncation (top_k, top_p, min_p):
   greedy       T == 0: token = argmax x (first index on ties); truncation is ignored (argmax survives it).
   sampling     q = softmax(x / T) truncated to the admitted set A = {v : x_v >= tau_b, x_v > -inf} and
-               renormalised; token = argmax_{v in A} (x_v / T + G_v), G_v ~ Gumbel(0, 1) (Gumbel-max trick).
+               renormalised; token ~ q by inverse CDF over A (in `sampling_draw`'s class-major order)
+               with one uniform u_b in [0, 1) on a 2^-24 grid per row.
   logprob      log softmax(x)[token] at temperature 1 (what the RL importance ratio uses).
   sample_logprob  log q[token] = x_tok/T - logsumexp_{v in A}(x_v/T); 0.0 for greedy rows.
   entropy      H(softmax(x/T)) before truncation, = -sum_v p_v log p_v; greedy rows use T = 1.
@@ -24,12 +25,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-_GOLDEN = np.uint32(0x9E3779B9)
-_M1 = np.uint32(0x85EBCA6B)
-_M2 = np.uint32(0xC2B2AE35)
-_ROW_SALT = np.uint32(0x632BE5AB)
+from vagent_jax.kernels.sampling_draw import admitted_class_mass, choose_tokens, chunked_class_sums, class_view
+from vagent_jax.kernels.sampling_seeds import fmix32, position_seeds, row_seeds  # noqa: F401  re-exported
+
 TOP_P_CANDIDATES = 256  # logits examined for top-k/top-p before falling back to a full sort
 
 
@@ -46,73 +45,9 @@ class SampleOutput(NamedTuple):
     nonfinite: jax.Array  # [B] bool
 
 
-def fmix32(h: jax.Array) -> jax.Array:
-    """MurmurHash3 32-bit finaliser on uint32 arrays: a bijection with full avalanche."""
-    h = h ^ (h >> np.uint32(16))
-    h = h * _M1
-    h = h ^ (h >> np.uint32(13))
-    h = h * _M2
-    return h ^ (h >> np.uint32(16))
-
-
-def row_seeds(key: jax.Array, num_rows: int) -> jax.Array:
-    """[num_rows] uint32 per-row seeds from a PRNG key: fmix32(fmix32(row + salt) ^ seed).
-
-    Rows are numbered locally; a caller that shards rows across devices must fold the shard index into
-    `key` first, or rows on different shards would share noise.
-    """
-    seed = jax.random.bits(key, (), jnp.uint32)
-    rows = jnp.arange(num_rows, dtype=jnp.uint32)
-    return fmix32(fmix32(rows + _ROW_SALT) ^ seed)
-
-
-def position_seeds(stream_seed: jax.Array, request_seed: jax.Array, position: jax.Array) -> jax.Array:
-    """[B] uint32 row seeds that depend only on (stream, request, position), not on the row's slot:
-    fmix32(fmix32(fmix32(stream ^ salt) + request * golden) ^ position). A decode engine passes them as
-    `row_seed` so a request samples the same tokens whichever slot, batch or engine call decodes it.
-    stream_seed: uint32 scalar; request_seed: [B] uint32; position: [B] integer (the sampled token's position).
-    """
-    s = fmix32(jnp.asarray(stream_seed, jnp.uint32) ^ _ROW_SALT)
-    h = fmix32(s + jnp.asarray(request_seed, jnp.uint32) * _GOLDEN)
-    return fmix32(h ^ jnp.asarray(position).astype(jnp.uint32))
-
-
-def uniform_exponential(h: jax.Array) -> jax.Array:
-    """E = -log u for u = (h + 0.5) / 2^32, from uint32 hash values h, finite and > 0 for every h.
-
-    Each half of the range is measured from its own end so float32 keeps relative precision where it
-    matters: w = (q + 0.5) / 2^32 with q = h (low half, u = w) or q = 2^32 - 1 - h (high half, u = 1 - w),
-    both w in [2^-33, 1/2]; E = -log w or -log1p(-w). A direct float32 u = (h + 0.5) / 2^k rounds to
-    exactly 1.0 at the top of a 24-bit grid (E = 0, Gumbel noise +inf), which this form cannot do.
-    Range: E in [-log1p(-2^-33), 33 log 2] ~ [1.2e-10, 22.9], decreasing in h.
-    """
-    high = (h >> np.uint32(31)) > 0
-    low31 = (h & np.uint32(0x7FFFFFFF)).astype(jnp.int32)
-    q = jnp.where(high, np.int32(0x7FFFFFFF) - low31, low31)  # distance from the nearer end, in [0, 2^31)
-    w = (q.astype(jnp.float32) + 0.5) * np.float32(2.0**-32)
-    return jnp.where(high, -jnp.log1p(-w), -jnp.log(w))
-
-
-# Bounds of gumbel_noise over all 2^32 hash values: -log(33 log 2) and -log(-log1p(-2^-33)).
-GUMBEL_MIN = float(-np.log(33 * np.log(2.0)))
-GUMBEL_MAX = float(-np.log(-np.log1p(-(2.0**-33))))
-
-
-def gumbel_noise(seed: jax.Array, col: jax.Array) -> jax.Array:
-    """Gumbel(0,1) noise for (row seed, vocabulary index), usable inside a Pallas kernel.
-
-    h = fmix32(fmix32(col * golden ^ seed) + seed); G = -log(E) with E = -log u = `uniform_exponential(h)`,
-    u = (h + 0.5) / 2^32. Finite for every hash value: G in [GUMBEL_MIN, GUMBEL_MAX] ~ [-3.13, 22.9]; the
-    cut-off tail has mass ~2^-33 per token, so a row of V tokens loses ~V * 2^-33 (4e-6 at V = 32k).
-    seed: uint32 broadcastable to col; col: int32 vocabulary indices.
-    """
-    h = fmix32((col.astype(jnp.uint32) * _GOLDEN) ^ seed)
-    h = fmix32(h + seed)
-    return -jnp.log(uniform_exponential(h))
-
-
-def top_k_largest(x: jax.Array, k: int, block: int = 32) -> tuple[jax.Array, jax.Array]:
-    """lax.top_k(x, k) over rows of x [B, V] (same values and ids, ties to the lowest id), faster for large V.
+def top_k_with_max(x: jax.Array, k: int, block: int = 32) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(vals, ids, row_max): lax.top_k(x, k) over rows of x [B, V] (same values and ids, ties to the lowest
+    id), faster for large V, plus jnp.max(x, axis=-1) from the same block maxima (no pass of its own).
 
     Each of the k largest entries lies in one of the k blocks (of `block` columns) with the largest block
     maxima, so a wide row is reduced to those k * block candidates (block order kept, so ties still
@@ -122,14 +57,24 @@ def top_k_largest(x: jax.Array, k: int, block: int = 32) -> tuple[jax.Array, jax
     batch, vocab = x.shape
     n_blocks = -(-vocab // block)
     if n_blocks < 4 * k:
-        return jax.lax.top_k(x, k)
+        vals, ids = jax.lax.top_k(x, k)
+        return vals, ids, jnp.max(x, axis=-1)
     pad = n_blocks * block - vocab
     xb = (jnp.pad(x, ((0, 0), (0, pad)), constant_values=-jnp.inf) if pad else x).reshape(batch, n_blocks, block)
-    _, blocks = jax.lax.top_k(jnp.max(xb, axis=-1), k)
+    block_max = jnp.max(xb, axis=-1)
+    _, blocks = jax.lax.top_k(block_max, k)
     blocks = jnp.sort(blocks, axis=-1)
     cand = jnp.take_along_axis(xb, blocks[:, :, None], axis=1).reshape(batch, k * block)
     vals, j = jax.lax.top_k(cand, k)
-    return vals, jnp.take_along_axis(blocks, j // block, axis=-1) * block + j % block
+    # the barrier keeps the row max a reduce of the block maxima (XLA would re-read x for a full max)
+    row_max = jnp.max(jax.lax.optimization_barrier(block_max), axis=-1)
+    return vals, jnp.take_along_axis(blocks, j // block, axis=-1) * block + j % block, row_max
+
+
+def top_k_largest(x: jax.Array, k: int, block: int = 32) -> tuple[jax.Array, jax.Array]:
+    """lax.top_k(x, k) over rows of x [B, V] (same values and ids, ties to the lowest id): `top_k_with_max`."""
+    vals, ids, _ = top_k_with_max(x, k, block)
+    return vals, ids
 
 
 def inverse_temperature(temperature: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -218,6 +163,12 @@ def admission_threshold(
     return jnp.where(greedy, -jnp.inf, tau).astype(jnp.float32)
 
 
+def argmax_of_top(top_vals: jax.Array, top_ids: jax.Array) -> jax.Array:
+    """[B] int32 greedy token from a row's top-K list (any order): the lowest id among its largest values."""
+    best = jnp.max(top_vals, axis=-1, keepdims=True)
+    return jnp.min(jnp.where(top_vals == best, top_ids, jnp.iinfo(jnp.int32).max), axis=-1).astype(jnp.int32)
+
+
 def finish(
     *,
     token: jax.Array,
@@ -266,6 +217,24 @@ def finish(
     )
 
 
+def tempered_class_sums(x: jax.Array, inv_t: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """([B, C] class sums of e = exp(d) over `class_view(x)`, [B] w = sum e d), d = x * inv_t - m * inv_t.
+
+    The entropy's sums, in `chunked_class_sums`'s loop. Without truncation the class sums are bitwise the
+    draw's class masses (`admitted_class_mass`, the same loop), so the draw needs no pass of its own. d is
+    clamped at -200 (exp(-200) is 0 in float32, as exp(-inf) is), so e is unchanged and e * d has no
+    0 * -inf NaN on masked logits.
+    """
+    inv3, mt3 = inv_t[:, None, None], (m * inv_t)[:, None, None]
+
+    def sums(xb: jax.Array) -> tuple[jax.Array, jax.Array]:
+        d = jnp.maximum(xb * inv3 - mt3, -200.0)
+        e = jnp.exp(d)
+        return jnp.sum(e, axis=1), jnp.sum(e * d, axis=(1, 2))
+
+    return chunked_class_sums(class_view(x), sums)
+
+
 def sample_reference(
     logits: jax.Array,
     key: jax.Array,
@@ -282,49 +251,41 @@ def sample_reference(
 
     row_seed [B] uint32, when given, replaces row_seeds(key, B) as each row's noise seed (key unused)."""
     x = logits.astype(jnp.float32)
-    batch, vocab = x.shape
-    # One row max serves every statistic: the argmax value of greedy rows, m * inv_t the tempered max
-    # (inv_t > 0), -inf on all-masked rows. (XLA:CPU's max need not propagate NaN: NaN is tested apart.)
-    m1 = jnp.max(x, axis=-1)
-    bad = jnp.any(jnp.isnan(x) | (x == jnp.inf), axis=-1) | (m1 == -jnp.inf)
-    m = jnp.where(bad, 0.0, m1)[:, None]
+    batch, _ = x.shape
     greedy, inv_t = inverse_temperature(temperature)
     tau = admission_threshold(x, temperature, top_k, top_p, min_p)
-    col = jnp.arange(vocab, dtype=jnp.int32)[None, :]
     seeds = row_seeds(key, batch) if row_seed is None else row_seed.astype(jnp.uint32)
+    top_vals, top_ids, m1 = top_k_with_max(x, max(conf_k, num_top_logprobs))
+    # One row max serves every statistic: the argmax value of greedy rows, m * inv_t the tempered max
+    # (inv_t > 0); -inf on all-masked rows, +inf on rows that hold it (XLA:CPU's max need not propagate NaN).
+    m = jnp.where(jnp.isfinite(m1), m1, 0.0)
 
-    z = x * inv_t[:, None]
-    admitted = (x >= tau[:, None]) & (x > -jnp.inf)
-
-    def sampled_race() -> tuple[jax.Array, jax.Array]:
-        race = jnp.where(greedy[:, None], x, z + gumbel_noise(seeds[:, None], col))
-        race = jnp.where(admitted, race, -jnp.inf)
-        return race, jnp.max(race, axis=-1)
-
-    # an all-greedy batch skips the [B, V] noise hash and a max pass: its race is x, whose max is m1
-    race, best = jax.lax.cond(jnp.all(greedy), lambda: (x, m1), sampled_race)
-    # argmax as max + first matching index: XLA:CPU runs a fused variadic argmax reduce element by
-    # element (the Gumbel noise then costs ~30 ns/logit); two plain reductions vectorise
-    token = jnp.min(jnp.where(race == best[:, None], col, vocab), axis=-1)
-    token = jnp.where(token == vocab, 0, token).astype(jnp.int32)  # a row of NaN / -inf matches nothing
-    x_tok = jnp.take_along_axis(x, token[:, None], axis=-1)[:, 0]
-
-    # tempered log-normaliser and entropy in one pass: with e = exp(z - m_t), s = sum e, w = sum e (z - m_t),
+    # tempered log-normaliser and entropy: with e = exp(z - m_t), s = sum e, w = sum e (z - m_t),
     # lse_t = m_t + log s and H = lse_t - sum p z = log s - w / s
-    mt = m * inv_t[:, None]
-    e = jnp.exp(z - mt)
-    s_t = jnp.sum(e, axis=-1)
-    w_t = jnp.sum(jnp.where(x > -jnp.inf, e * (z - mt), 0.0), axis=-1)
-    lse_t = mt[:, 0] + jnp.log(s_t)
+    e_class, w_t = tempered_class_sums(x, inv_t, m)
+    s_t = jnp.sum(e_class, axis=-1)
+    # a NaN logit makes its e (so s_t) NaN, whether or not the max saw it (XLA:CPU's need not)
+    bad = ~jnp.isfinite(m1) | jnp.isnan(s_t)
+    lse_t = m * inv_t + jnp.log(s_t)
     entropy = jnp.log(s_t) - w_t / s_t
-    s_1 = jax.lax.cond(jnp.all(inv_t == 1.0), lambda: s_t, lambda: jnp.sum(jnp.exp(x - m), axis=-1))
-    lse1 = m[:, 0] + jnp.log(s_1)
-    # without truncation the admitted set is every finite logit, whose log-normaliser is lse_t
-    lse_admitted = jax.lax.cond(
-        jnp.any(tau > -jnp.inf),
-        lambda: jax.nn.logsumexp(jnp.where(admitted, z, -jnp.inf), axis=-1), lambda: lse_t)
+    s_1 = jax.lax.cond(jnp.all(inv_t == 1.0), lambda: s_t,
+                       lambda: jnp.sum(jnp.exp(x - m[:, None]), axis=-1))
+    lse1 = m + jnp.log(s_1)
 
-    top_vals, top_ids = top_k_largest(x, max(conf_k, num_top_logprobs))
+    truncating = jnp.any(tau > -jnp.inf)
+
+    def class_mass() -> jax.Array:  # without truncation, the entropy's class sums (bitwise equal)
+        return jax.lax.cond(truncating, lambda: admitted_class_mass(x, inv_t, m, tau), lambda: e_class)
+
+    token = choose_tokens(x, greedy, inv_t, tau, m, seeds, argmax_of_top(top_vals, top_ids), class_mass)
+    x_tok = jnp.take_along_axis(x, token[:, None], axis=-1)[:, 0]
+    # without truncation the admitted set is every finite logit, whose log-normaliser is lse_t
+    z = x * inv_t[:, None]
+    lse_admitted = jax.lax.cond(
+        truncating,
+        lambda: jax.nn.logsumexp(jnp.where((x >= tau[:, None]) & (x > -jnp.inf), z, -jnp.inf), axis=-1),
+        lambda: lse_t)
+
     return finish(
         token=token, x_tok=x_tok, lse1=lse1, entropy=entropy, lse_admitted=lse_admitted,
         top_vals=top_vals, top_ids=top_ids, greedy=greedy, inv_t=inv_t, bad=bad,
