@@ -8,15 +8,18 @@ Numbers are read exactly (envs/math_numbers.py), everything else is compared exa
 (envs/math_compare.py); nothing is rounded. Units are split off first: a unit different from the
 reference's is wrong, a unit the reference lacks is ignored. docs/verifier.md states every rule.
 
-The verifier never raises on a response and never runs past TIMEOUT_S: the work runs in a helper thread
-that is interrupted (an asynchronous exception) when it overruns, in any thread of any process; an
-overrun or an error is a reject.
+The verifier never raises on a response and never spends more than TIMEOUT_S of CPU time: the work runs in
+a helper thread that is interrupted (an asynchronous exception) when it overruns, in any thread of any
+process; an overrun or an error is a reject. The budget is the helper thread's own CPU time, so a loaded
+machine (other processes taking the cores) does not turn a slow-but-valid check into a false reject; a
+wall-clock backstop of WALL_FACTOR x the budget still stops a check that blocks instead of computing.
 """
 from __future__ import annotations
 
 import ctypes
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,17 +32,31 @@ from vagent_jax.envs.math_simplest import simplest_form_problems
 from vagent_jax.envs.math_text import normalise, same_unit, split_unit
 
 MODES = ("equivalent", "simplest")
-TIMEOUT_S = 5.0
+TIMEOUT_S = 5.0  # CPU seconds of the helper thread
+WALL_FACTOR = 20.0  # wall-clock backstop, in units of the CPU budget
+_POLL_S = 0.02
 
 
 class VerifierTimeout(Exception):
     """Raised inside the helper thread of a verification that ran past its time."""
 
 
-def run_bounded(fn: Callable[[], bool], timeout_s: float) -> bool:
-    """fn() in a helper thread, False when it raises or runs past `timeout_s` (it is then interrupted).
+def _cpu_clock(thread: threading.Thread) -> Callable[[], float] | None:
+    """A reader of `thread`'s CPU time in seconds, or None where the platform has no per-thread CPU clock."""
+    try:
+        clock = time.pthread_getcpuclockid(thread.ident)  # type: ignore[arg-type]
+        time.clock_gettime(clock)
+    except (AttributeError, OSError, OverflowError):
+        return None
+    return lambda: time.clock_gettime(clock)
 
-    Works off the main thread too (no SIGALRM needed); a caller's own alarm still interrupts the wait."""
+
+def run_bounded(fn: Callable[[], bool], timeout_s: float, wall_factor: float = WALL_FACTOR) -> bool:
+    """fn() in a helper thread, False when it raises or overruns (it is then interrupted): more than
+    `timeout_s` of the thread's CPU time, or more than `wall_factor * timeout_s` of wall time.
+
+    Works off the main thread too (no SIGALRM needed); a caller's own alarm still interrupts the wait.
+    Without a per-thread CPU clock the bound is `timeout_s` of wall time."""
     result: list[bool] = []
 
     def target() -> None:
@@ -50,8 +67,19 @@ def run_bounded(fn: Callable[[], bool], timeout_s: float) -> bool:
 
     worker = threading.Thread(target=target, name="math-verifier", daemon=True)
     worker.start()
+    cpu = _cpu_clock(worker)
+    wall_limit = time.monotonic() + (timeout_s * wall_factor if cpu is not None else timeout_s)
     try:
-        worker.join(timeout_s)
+        while worker.is_alive():
+            worker.join(_POLL_S)
+            if not worker.is_alive():
+                break
+            try:
+                over_cpu = cpu is not None and cpu() > timeout_s
+            except OSError:  # the thread ended between the two checks: its clock is gone
+                over_cpu = False
+            if over_cpu or time.monotonic() > wall_limit:
+                break
     finally:
         if worker.is_alive():
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident),

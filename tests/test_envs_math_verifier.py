@@ -63,6 +63,27 @@ def test_time_bound_holds_in_a_worker_thread():
     assert out["seconds"] < 10  # generous: the bound is 0.3 s; a loaded machine may be slow to switch
 
 
+def test_time_bound_counts_the_checks_cpu_time_not_the_wait_for_a_core():
+    """Regression (stress run: '(\\frac{1}{2}, 3)' vs '(0.5, 3)' rejected at load 11): a check that gets no
+    CPU for longer than its budget, because other processes hold the cores, is not an overrun. Sleeping
+    stands in for waiting for a core: it takes wall time but no CPU time."""
+    def slow_but_valid() -> bool:
+        time.sleep(0.6)
+        return True
+
+    assert run_bounded(slow_but_valid, 0.2) is True  # 3x the budget in wall time, ~0 s of CPU time
+
+
+def test_a_check_that_blocks_is_stopped_by_the_wall_clock_backstop():
+    def blocks() -> bool:
+        time.sleep(3600)
+        return True
+
+    t0 = time.monotonic()
+    assert run_bounded(blocks, 0.1, wall_factor=5.0) is False  # backstop 0.5 s
+    assert time.monotonic() - t0 < 10  # generous: a loaded machine may be slow to switch
+
+
 def test_time_bound_in_verify_math_and_errors_reject(monkeypatch):
     def endless(answer: str, reference: str, mode: str) -> bool:
         while True:
