@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from vagent_jax.kernels.sampling_draw import admitted_class_mass, choose_tokens, chunked_class_sums, class_view
-from vagent_jax.kernels.sampling_seeds import fmix32, position_seeds, row_seeds  # noqa: F401  re-exported
+from vagent_jax.kernels.sampling_seeds import fmix32, position_seeds, row_seeds  # noqa: F401  (re-exported)
 
 TOP_P_CANDIDATES = 256  # logits examined for top-k/top-p before falling back to a full sort
 

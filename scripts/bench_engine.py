@@ -27,8 +27,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
-from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

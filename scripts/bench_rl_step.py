@@ -40,8 +40,6 @@ def run(steps: int, warmup: int, quick: bool, updates_per_batch: int, layer_loop
     """Time `warmup + steps` RL steps through collect + update; returns the JSON-ready result. compare: a
     second layer loop whose update alternates step by step with the first (same process, same rollouts'
     shapes), reported under "compare"."""
-    import numpy as np
-
     from vagent_jax.bench_rl_workload import PEER_SHAPE, QUICK_SHAPE, build_trainer, timed_engine
     from vagent_jax.bench_timing import fp32_matmul_peak
     from vagent_jax.train.rl_step import make_rl_step

@@ -28,7 +28,7 @@ def format_per_env(per_env: dict[str, dict[str, Any]]) -> str:
     if not per_env:
         return ""
     w = max(len(k) for k in per_env)
-    lines = [f"per environment (pass@1, Wilson 95%):"]
+    lines = ["per environment (pass@1, Wilson 95%):"]
     for k, v in per_env.items():
         lo, hi = v["ci95"]
         lines.append(f"  {k:<{w}}  {v['pass@1']:.4f}  [{lo:.4f}, {hi:.4f}]  ({v['tasks']} tasks)")
