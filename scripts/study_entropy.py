@@ -196,11 +196,13 @@ def plot(rows: dict[str, Any], steps: int, path: Path) -> None:
 
 def calibration_report(args: argparse.Namespace, out: Path, policy: Path, base: dict[str, float],
                        seconds: float) -> dict[str, Any]:
-    """--calibrate: the SFT policy's held-out pass@k, whether pass@1 is in BAND; written to OUT/calibration.json."""
+    """--calibrate: the SFT policy's held-out pass@k and whether pass@1 is in BAND, written to
+    OUT/calibration-<env>-d<difficulty>-sft<steps>.json (candidates share OUT and its task data)."""
     result = {"env": args.env, "difficulty": args.difficulty, "sft_steps": args.sft_steps, "sft_policy": str(policy),
               "sft_pass_at_k": base, "band": list(BAND), "in_band": BAND[0] <= base["pass@1"] <= BAND[1],
               "seconds": seconds}
-    (out / "calibration.json").write_text(json.dumps(result, indent=2))
+    name = f"calibration-{args.env}-d{args.difficulty}-sft{args.sft_steps}.json"
+    (out / name).write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -220,7 +222,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--band-check", choices=("on", "off"), default="on", help=f"require SFT pass@1 in {BAND}")
     add("--dynamic-sampling", choices=("on", "off"), default="on", help="DAPO's filter of zero-signal groups")
     add("--calibrate", action="store_true", help="stop after the SFT policy's held-out pass@k and band check; "
-        "writes OUT/calibration.json (pick --env/--difficulty/--sft-steps with it, the SFT is cached for the study)")
+        "writes OUT/calibration-<env>-d<difficulty>-sft<steps>.json (pick --env/--difficulty/--sft-steps with "
+        "it; the SFT policy and its evaluation are cached for the study)")
     args = p.parse_args(argv)
     if args.quick:
         for k, v in QUICK.items():

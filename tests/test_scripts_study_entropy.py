@@ -58,7 +58,8 @@ def test_calibrate_stops_after_the_band_check_and_reports_pass_at_1(tmp_path, mo
     assert rl_runs == []  # no RL run starts in calibration, in band or not
     assert ret["in_band"] is in_band and ret["sft_pass_at_k"]["pass@1"] == pass_at_1
     assert (ret["env"], ret["difficulty"], ret["sft_steps"]) == ("countdown", 1, 123)
-    assert json.loads(capsys.readouterr().out) == ret == json.loads((tmp_path / "calibration.json").read_text())
+    written = json.loads((tmp_path / "calibration-countdown-d1-sft123.json").read_text())
+    assert json.loads(capsys.readouterr().out) == ret == written
 
 
 def test_study_stops_before_rl_when_the_sft_policy_is_outside_the_band(tmp_path, monkeypatch):
