@@ -39,6 +39,37 @@ def test_bad_options_are_named(argv, word, capsys):
     assert word in capsys.readouterr().err
 
 
+def _fake_policy(se, monkeypatch, pass_at_1: float) -> list[str]:
+    """Replace the SFT and held-out evaluation by a fixed pass@1; returns the list RL runs are logged to."""
+    rl_runs: list[str] = []
+    monkeypatch.setattr(se, "ensure_policy", lambda args, out: out / "sft-fake")
+    monkeypatch.setattr(se, "held_out_pass_at_k", lambda args, out, d: {"pass@1": pass_at_1, "pass@4": 0.7})
+    monkeypatch.setattr(se, "run_method", lambda args, out, policy, m, seed: rl_runs.append(m) or 1 / 0)
+    return rl_runs
+
+
+@pytest.mark.parametrize("pass_at_1, in_band", [(0.35, True), (0.05, False), (0.9, False)])
+def test_calibrate_stops_after_the_band_check_and_reports_pass_at_1(tmp_path, monkeypatch, capsys, pass_at_1,
+                                                                       in_band):
+    se = load_script("study_entropy")
+    rl_runs = _fake_policy(se, monkeypatch, pass_at_1)
+    argv = ["--calibrate", "--env", "countdown", "--difficulty", "1", "--sft-steps", "123", "--out", str(tmp_path)]
+    ret = se.main(argv)
+    assert rl_runs == []  # no RL run starts in calibration, in band or not
+    assert ret["in_band"] is in_band and ret["sft_pass_at_k"]["pass@1"] == pass_at_1
+    assert (ret["env"], ret["difficulty"], ret["sft_steps"]) == ("countdown", 1, 123)
+    written = json.loads((tmp_path / "calibration-countdown-d1-sft123.json").read_text())
+    assert json.loads(capsys.readouterr().out) == ret == written
+
+
+def test_study_stops_before_rl_when_the_sft_policy_is_outside_the_band(tmp_path, monkeypatch):
+    se = load_script("study_entropy")
+    rl_runs = _fake_policy(se, monkeypatch, 0.05)
+    with pytest.raises(SystemExit, match="pass@1 is 0.050"):
+        se.main(["--out", str(tmp_path)])
+    assert rl_runs == []
+
+
 @pytest.mark.slow  # SFT + 2 RL runs of 3 steps + 3 evaluations: ~2 min idle on 2 cores, ~9 min at load 12
 def test_quick_study_end_to_end_and_reuse(tmp_path, capsys):
     se = load_script("study_entropy")
