@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
-COIN = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]"]  # tests/rl_fixture_env.py's env
+COIN = ["tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]"]  # vagent_jax/testing.py's tiny env
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from vagent_jax.jobs.rl import RLConfig, RLTrainer
 from vagent_jax.jobs.sft import SFTConfig, run_sft
 
 TESTS = Path(__file__).resolve().parent
-TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=32"]
+TASKS = ["tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]", "tasks.num_tasks=32"]
 
 
 @pytest.fixture(scope="module")

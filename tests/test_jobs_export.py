@@ -25,7 +25,7 @@ from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.policy_dir import load_policy
 
 TESTS = Path(__file__).resolve().parent
-TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=32", "num_devices=1"]
+TASKS = ["tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]", "tasks.num_tasks=32", "num_devices=1"]
 SFT = ["steps=5", "batch_size=4", "seq_len=96", "log_every=1", "save_every=100", "optimizer.lr=0.003",
        "optimizer.total_steps=5", "optimizer.warmup_steps=0"]
 RL = ["steps=2", "prompts_per_step=2", "group_size=2", "engine.batch_slots=4", "engine.max_len=96",

@@ -23,7 +23,7 @@ from vagent_jax.train.report import Curve
 from vagent_jax.train.run_common import RunStopped
 
 TESTS = Path(__file__).resolve().parent
-TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=64"]
+TASKS = ["tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]", "tasks.num_tasks=64"]
 RL_TINY = TASKS + ["steps=3", "prompts_per_step=4", "group_size=4", "engine.batch_slots=16", "engine.max_len=96",
                    "engine.max_new_tokens=12", "engine.chunk_steps=8", "num_devices=1", "env_workers=1",
                    "save_every=1", "optimizer.lr=0.001", "max_rounds=2"]

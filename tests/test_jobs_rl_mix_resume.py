@@ -26,7 +26,7 @@ TESTS = Path(__file__).resolve().parent
 # After a short SFT on both members the policy answers coin_test badly (pass rate ~0: below the band), and
 # free_pass_test passes about one trajectory in three (inside: a free task answered within the token
 # budget), so once measured the weights move, and every later step depends on the schedule's saved state.
-MIX = ["tasks.env_modules=[rl_fixture_env, mix_fixture_env]",
+MIX = ["tasks.env_modules=[vagent_jax.testing, mix_fixture_env]",
        "tasks.mix=[{env: coin_test, name: coin, weight: 1}, {env: free_pass_test, name: free, weight: 1}]",
        "tasks.mix_schedule={kind: pass_rate_band, band: [0.1, 0.9], outside: 0.25, ema: 0.5}"]
 SFT = ["tasks.num_tasks=64", "steps=60", "batch_size=8", "seq_len=96", "tokenizer.vocab_size=300",
@@ -87,7 +87,7 @@ class _Stop(Exception):
 
 
 def _cfg(policy: Path, out: Path) -> rl_job.RLConfig:
-    sys.path.insert(0, str(TESTS))  # rl_fixture_env, for this process and the env workers
+    sys.path.insert(0, str(TESTS))  # mix_fixture_env, for this process and the env workers
     return load_config(rl_job.RLConfig, None, [f"init_from={policy}", f"tasks.data_dir={policy / 'data'}",
                                                f"out_dir={out}", *RL, f"steps={STEPS}"])
 

@@ -148,7 +148,7 @@ def test_sft_cli_names_a_contradicting_key_before_compiling(hf_dir: Path, tmp_pa
     monkeypatch.setattr(sft_run, "make_sft_step", compiled)
     monkeypatch.setattr(sft_run, "train_state_from_params", compiled)
     cfg = tmp_path / "sft.yaml"
-    args = ["sft", str(cfg), f"out_dir={tmp_path / 'o'}", "tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]",
+    args = ["sft", str(cfg), f"out_dir={tmp_path / 'o'}", "tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]",
             "tasks.num_tasks=8", f"tasks.data_dir={tmp_path / 'data'}", "seq_len=64", "num_devices=1"]
     cfg.write_text("model:\n  n_kv_heads: 4\n")
     assert main([*args, f"init_from={hf_dir}"]) == 2
@@ -216,7 +216,7 @@ def test_rl_starts_from_an_hf_dir(hf_dir: Path, tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     out = tmp_path / "rl"
     run_rl(load_config(RLConfig, None, [
-        f"init_from={hf_dir}", f"out_dir={out}", "tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]",
+        f"init_from={hf_dir}", f"out_dir={out}", "tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]",
         "tasks.num_tasks=16", f"tasks.data_dir={tmp_path / 'data'}", "steps=1", "prompts_per_step=2",
         "group_size=2", "engine.batch_slots=4", "engine.max_len=96", "engine.max_new_tokens=8",
         "engine.chunk_steps=8", "env_workers=1", "num_devices=1", "max_rounds=1", "dynamic_sampling=false"]))

@@ -35,3 +35,28 @@ def test_tiny_model_config_overrides():
     assert cfg.max_seq_len == 256 and cfg.d_model == TINY_MODEL["d_model"]
     with pytest.raises(TypeError):
         tiny_model_config(not_a_field=1)
+
+
+def test_tiny_env_demonstrations_pass_and_hints_show_the_target():
+    from vagent_jax.envs.registry import get_env
+
+    env = get_env("coin_test")
+    tasks = env.generate_tasks(300, seed=0)
+    assert tasks == env.generate_tasks(300, seed=0) and tasks != env.generate_tasks(300, seed=1)
+    for t in tasks:
+        answer = env.demonstration(t)[-1].content.removeprefix("<answer>").removesuffix("</answer>")
+        assert env.verify(t, answer)[0] and not env.verify(t, "b" if t["target"] == "a" else "a")[0]
+        assert t["hint"] in (t["target"], "?")
+    shown = np.mean([t["hint"] != "?" for t in tasks])
+    assert 0.55 < shown < 0.78  # 2/3 by construction; 300 draws: +-4 standard deviations
+
+
+def test_importing_the_fixtures_leaves_jax_unimported():
+    """Env workers import this module for the tiny env (tasks.env_modules=[vagent_jax.testing]): it must stay
+    light, with jax imported only inside the functions that need it."""
+    import subprocess
+    import sys
+
+    code = "import sys, vagent_jax.testing; print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -31,7 +31,7 @@ from vagent_jax.train.policy_dir import load_policy
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-TASKS = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]", "tasks.num_tasks=64"]
+TASKS = ["tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]", "tasks.num_tasks=64"]
 MODEL = ["tokenizer.vocab_size=300", "model.vocab_size=320", "model.d_model=32", "model.n_layers=1",
          "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=16", "model.d_ff=64", "model.max_seq_len=128"]
 SFT_STEPS = ["steps=3", "batch_size=8", "seq_len=96", "log_every=1", "save_every=100", "optimizer.lr=0.003",
@@ -242,7 +242,7 @@ def test_config_hash_names_disagreeing_processes() -> None:
 
 def test_sharded_tasks_concatenate_to_the_single_process_list(tmp_path: Path) -> None:
     sys.path.insert(0, str(TESTS))
-    cfg = load_config(TaskConfig, None, ["env=coin_test", "env_modules=[rl_fixture_env]", "num_tasks=12",
+    cfg = load_config(TaskConfig, None, ["env=coin_test", "env_modules=[vagent_jax.testing]", "num_tasks=12",
                                         "shards=4", f"data_dir={tmp_path}"])
     one = ShardedTaskIterator(cfg, 0, 1)
     parts = [ShardedTaskIterator(cfg, p, 2) for p in range(2)]

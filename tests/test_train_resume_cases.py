@@ -120,7 +120,7 @@ def test_train_state_saved_on_4_devices_restores_bitwise_on_2_and_1(tmp_path: Pa
 
 
 # ----- the RL loop (slow) ------------------------------------------------------------------------------
-COIN = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]"]
+COIN = ["tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]"]
 RL_BASE = COIN + ["tasks.num_tasks=8", "prompts_per_step=4", "group_size=2", "dynamic_sampling=false",
                   "engine.batch_slots=8", "engine.max_len=96", "engine.max_new_tokens=8", "engine.chunk_steps=8",
                   "num_devices=1", "env_workers=1", "save_every=1", "optimizer.lr=0.001",

@@ -20,7 +20,7 @@ from vagent_jax.train.policy_dir import load_policy
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-COIN = ["tasks.env=coin_test", "tasks.env_modules=[rl_fixture_env]"]
+COIN = ["tasks.env=coin_test", "tasks.env_modules=[vagent_jax.testing]"]
 RL = COIN + ["tasks.num_tasks=16", "prompts_per_step=2", "group_size=2", "dynamic_sampling=false",
              "engine.batch_slots=4", "engine.max_len=96", "engine.max_new_tokens=8", "engine.chunk_steps=4",
              "num_devices=1", "env_workers=1", "save_every=1", "optimizer.lr=0.001", "checkpoint.keep_last=2"]
