@@ -73,3 +73,19 @@ def test_interrupt_inside_the_stop_check_saves_that_step():
     with pytest.raises(KeyboardInterrupt):
         run_steps(2, 9, r.step, r.save, check_stop=r.check, save_every=100, latest_saved=r.latest)
     assert r.steps == [2, 3] and r.saves == [(4, True)]
+
+
+def test_metrics_are_flushed_before_every_save():
+    """Regression (a mixture run SIGKILLed in step 3 resumed without step 2's TensorBoard scalars: the
+    checkpoint of step 2 was on disk, its events still in the writer's buffer): flush precedes each save,
+    the cadence, the final and the interrupt save."""
+    events: list[str] = []
+    r = Recorder(interrupt_at=5)
+    save = lambda s, force: (events.append(f"save {s}"), r.save(s, force))  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(0, 7, r.step, save, save_every=2, latest_saved=r.latest, flush=lambda: events.append("flush"))
+    assert events == ["flush", "save 2", "flush", "save 4", "flush", "save 5"]
+    events.clear()
+    run_steps(0, 3, Recorder().step, save, save_every=2, latest_saved=lambda: None,
+              flush=lambda: events.append("flush"))
+    assert events == ["flush", "save 2", "flush", "save 3"]

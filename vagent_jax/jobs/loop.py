@@ -64,7 +64,7 @@ def save_on_interrupt(save: Callable[[], None]) -> Iterator[None]:
 
 def run_steps(start: int, end: int, step: Callable[[int], None], save: Callable[[int, bool], None], *,
               save_every: int, latest_saved: Callable[[], int | None], stopped: bool = False,
-              check_stop: Callable[[int], bool] | None = None) -> int:
+              check_stop: Callable[[int], bool] | None = None, flush: Callable[[], None] | None = None) -> int:
     """The step loop SFT and RL share; returns the number of steps done.
 
     Runs step(s) for s in [start, end); once a step is done, check_stop(done) (SFT's validation) may end
@@ -72,9 +72,17 @@ def run_steps(start: int, end: int, step: Callable[[int], None], save: Callable[
     saves what is done on Ctrl-C / SIGTERM (a step interrupted inside check_stop counts as done), and saves
     the final step unless it is already the newest checkpoint (a resumed run that had finished).
     stopped=True: a resumed run that had already stopped early; no step runs.
+    flush (the metrics writer's) runs before every save: a checkpoint never claims steps whose logged
+    metrics are still in a buffer that a SIGKILL would lose (a resumed run never re-logs those steps).
     """
     done = start
-    with save_on_interrupt(lambda: save(done, True)):
+
+    def flushed_save(n: int, force: bool) -> None:
+        if flush is not None:
+            flush()
+        save(n, force)
+
+    with save_on_interrupt(lambda: flushed_save(done, True)):
         for s in range(start, end):
             if stopped:
                 break
@@ -82,7 +90,7 @@ def run_steps(start: int, end: int, step: Callable[[int], None], save: Callable[
             done = s + 1
             stopped = check_stop is not None and check_stop(done)
             if done % save_every == 0 and done < end and not stopped:
-                save(done, False)
+                flushed_save(done, False)
         if latest_saved() != done:
-            save(done, True)
+            flushed_save(done, True)
     return done

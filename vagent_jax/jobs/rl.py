@@ -316,7 +316,7 @@ class RLTrainer:
                     self.last_scalars = self.one_step(pool, s, writer, bar)
 
                 run_steps(self.start, cfg.steps, step, self.save, save_every=cfg.save_every,
-                          latest_saved=self.ckpt.latest_step)
+                          latest_saved=self.ckpt.latest_step, flush=writer.flush)
                 self.ckpt.wait_until_finished()
         finally:
             bar.close()

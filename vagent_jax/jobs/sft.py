@@ -301,7 +301,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False) -> dict[str, Any]:
         if validate is not None and start and start % cfg.validation.every == 0 and interrupted:
             curve.append((start, validate(run.state.params, start)))
         done = run_steps(start, cfg.steps, run.step, run.save, save_every=cfg.save_every,
-                         latest_saved=ckpt.latest_step, check_stop=run.check_stop,
+                         latest_saved=ckpt.latest_step, check_stop=run.check_stop, flush=writer.flush,
                          stopped=bool(curve) and should_stop(curve, cfg.validation))
         ckpt.wait_until_finished()
     finally:
