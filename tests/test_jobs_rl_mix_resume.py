@@ -147,6 +147,9 @@ def test_mixture_run_stopped_after_a_checkpoint_resumes_to_the_same_state(
 
 
 @pytest.mark.slow  # three `vagent rl` processes (~15 s each on an idle 2-core machine)
+@pytest.mark.xfail(strict=True, reason="open bug (session 9): after a SIGKILL in step 3's update a mixture "
+                   "run resumes with the same logged weights but final params ~1e-8 off bitwise (the "
+                   "in-process stop resumes exactly); suspect state captured by the async save of step 2")
 def test_mixture_run_sigkilled_in_an_update_resumes_to_the_same_state(mix_policy: Path,
                                                                       tmp_path: Path) -> None:
     from test_train_rl_resume_kill import RUN_TIMEOUT_S, _env  # the kill driver's environment and deadline
