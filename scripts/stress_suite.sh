@@ -2,11 +2,12 @@
 # Run pytest several times in a row while CPU burners keep every core busy, and list per run which tests
 # passed and failed, then the tests that failed in any run (load-sensitive: flaky). Usage:
 #
-#   scripts/stress_suite.sh [-n RUNS] [-b BURNERS] [-v] [--json] [-- PYTEST_ARGS...]
+#   scripts/stress_suite.sh [-n RUNS] [-b BURNERS] [-o DIR] [-v] [--json] [-- PYTEST_ARGS...]
 #
 #   -n RUNS      pytest runs (default 3)
 #   -v           list the passed tests of each run too (always: the failed ones)
 #   -b BURNERS   busy-loop processes (default: one per core, `nproc`)
+#   -o DIR       keep each run's pytest log in DIR/runN.log (default: a temp dir, removed at exit)
 #   --json       also print one JSON object {"runs": [{"passed": [...], "failed": [...]}, ...], "flaky": [...]}
 #   PYTEST_ARGS  what to run (default: the whole default suite); e.g. -- tests/test_envs_worker_pool.py
 #
@@ -17,26 +18,28 @@ RUNS=3
 BURNERS=$(nproc)
 JSON=0
 VERBOSE=0
+KEEP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) RUNS="$2"; shift 2 ;;
     -b) BURNERS="$2"; shift 2 ;;
     --json) JSON=1; shift ;;
     -v) VERBOSE=1; shift ;;
+    -o) KEEP="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "stress_suite.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
-OUT="$(mktemp -d "${TMPDIR:-/tmp}/stress_suite.XXXXXX")"
+if [ -n "$KEEP" ]; then mkdir -p "$KEEP" && OUT="$(cd "$KEEP" && pwd)"; else OUT="$(mktemp -d "${TMPDIR:-/tmp}/stress_suite.XXXXXX")"; fi
 PIDS=()
 
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   wait 2>/dev/null
-  rm -rf "$OUT"
+  if [ -z "$KEEP" ]; then rm -rf "$OUT"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

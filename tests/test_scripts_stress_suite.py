@@ -46,3 +46,14 @@ def test_stress_suite_lists_passes_failures_and_flaky_tests(tmp_path: Path) -> N
     assert "== run 1: exit 1, 1 passed, 1 failed" in r.stdout and "1 CPU burners" in r.stdout
     assert _burners() == before, "a burner outlived the script"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ran_once", "test_cases.py"]  # its work dir is gone
+
+
+def test_stress_suite_keeps_each_runs_log_in_the_named_dir(tmp_path: Path) -> None:
+    cases = tmp_path / "test_cases.py"
+    cases.write_text(_CASES)
+    logs = tmp_path / "logs"
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "stress_suite.sh"), "-n", "2", "-b", "1", "-o", str(logs),
+                        "--", str(cases)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 failed" in (logs / "run1.log").read_text() and "2 passed" in (logs / "run2.log").read_text()
+    assert (logs / "run1.failed").read_text().strip().endswith("test_fails_on_the_first_run_only")
