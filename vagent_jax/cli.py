@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = _add(sub, "demo", "train a small tool-using agent from scratch on CPU (no downloads)", _demo,
                 config_required=False)
     demo.add_argument("--quick", action="store_true", help="CI-sized run")
-    from vagent_jax.train.multihost import add_distributed_flags, initialize_from
+    from vagent_jax.train.multihost import add_distributed_flags, initialize_from, skip_absent_tpu
 
     add_distributed_flags(_add(sub, "sft", "supervised fine-tuning on demonstrations", _sft))
     add_distributed_flags(_add(sub, "rl", "DAPO (or a variant) against an environment", _rl))
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if hasattr(args, "overrides"):
         args.overrides = list(args.overrides) + extra  # key=value given after a --flag
+    skip_absent_tpu()  # before anything touches a jax device
     try:
         if hasattr(args, "coordinator"):  # before anything touches a jax device
             initialize_from(args)

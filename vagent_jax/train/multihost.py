@@ -104,6 +104,37 @@ def on_tpu_vm(environ: Mapping[str, str] | None = None) -> bool:
         return Path("/dev/accel0").exists()
 
 
+def _gpu_plugins() -> list[str]:
+    """Installed jax GPU plugins (CUDA or ROCm), found by name without importing or starting them."""
+    import importlib.metadata
+    import pkgutil
+
+    names = {ep.name for ep in importlib.metadata.entry_points(group="jax_plugins")}
+    try:
+        import jax_plugins
+
+        names |= {m.name for m in pkgutil.iter_modules(jax_plugins.__path__)}
+    except ImportError:
+        pass
+    return sorted(n for n in names if "cuda" in n or "rocm" in n)
+
+
+def cpu_instead_of_absent_tpu(environ: Mapping[str, str], gpu_plugins: list[str]) -> bool:
+    """Whether to pin jax to the CPU: libtpu may be installed (the test extra has it) but this machine is
+    neither a TPU VM nor set up for a GPU, and JAX_PLATFORMS leaves the choice to jax."""
+    return not environ.get("JAX_PLATFORMS") and not on_tpu_vm(environ) and not gpu_plugins
+
+
+def skip_absent_tpu() -> bool:
+    """Pin jax to the CPU where `cpu_instead_of_absent_tpu` says so, so jax's TPU probe does not print its
+    host-bounds errors on every run; must run before any jax backend use (the CLI calls it first)."""
+    if not cpu_instead_of_absent_tpu(os.environ, _gpu_plugins()):
+        return False
+    os.environ["JAX_PLATFORMS"] = "cpu"  # inherited by env workers and other child processes
+    jax.config.update("jax_platforms", "cpu")
+    return True
+
+
 def initialize(cfg: DistributedConfig, environ: Mapping[str, str] | None = None) -> bool:
     """Join the job described by cfg; returns True when this is a multi-process run.
 
