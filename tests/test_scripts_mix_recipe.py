@@ -38,7 +38,7 @@ def test_heldout_seen_is_high_for_a_dataset_of_few_questions_and_low_for_many(tm
     tasks = load_config(mr.TaskConfig, None, [
         "mix=[{env: calculator, name: calc}, {env: reasoning_gym, name: bits, "
         "config: {dataset: count_bits, config: {min_n: 1, max_n: 3}}}]",
-        "num_tasks=200", "eval_tasks=20", f"data_dir={tmp_path}"])
+        "num_tasks=200", "eval_tasks=20", "eval_unseen=false", f"data_dir={tmp_path}"])
     seen = mr.heldout_seen(tasks)
     assert seen["bits"] == 1.0  # 3 distinct questions, all among 100 training tasks
     assert seen["calc"] < 0.5

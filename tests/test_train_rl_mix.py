@@ -52,7 +52,7 @@ def test_rl_on_a_mixture_logs_per_env_rubric_and_weights(mix_policy: Path, tmp_p
     finished = any(v < 1.0 for _, v in s["env/chain_sum/truncation_rate"])
     assert ("rubric/short/mean" in s) == finished and ("rubric/correct/pass_rate" in s) == finished
     report = run_eval(load_config(EvalConfig, None, [
-        MIX, f"tasks.data_dir={mix_policy / 'data'}", "num_tasks=4", "k=2", "num_devices=1", "env_workers=1",
+        MIX, f"tasks.data_dir={mix_policy / 'data'}", "tasks.num_tasks=32", "num_tasks=4", "k=2", "num_devices=1", "env_workers=1",
         f"out={tmp_path / 'eval.json'}", "deepconf.online=false", "genselect.enabled=false", *ENGINE]), tmp_path / "rl")
     assert {k: v["tasks"] for k, v in report["per_env"].items()} == {"calc": 2, "chain_sum": 2}
 

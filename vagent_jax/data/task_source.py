@@ -3,7 +3,8 @@ array_record, or a JSONL file; plus the grain iterator over them and the held-ou
 
 Generated tasks go through TFDS (built once under `tasks.data_dir`, reused after) so training reads them
 like any other on-disk task set: random access, per-host sharding, seeded shuffling, resumable position.
-Held-out tasks are generated with a seed of their own (seeds.Purpose.HELD_OUT_TASKS), so training never sees them.
+Held-out tasks are generated with a seed of their own (seeds.Purpose.HELD_OUT_TASKS) and, with
+`tasks.eval_unseen` (the default), filtered so that no held-out prompt is a training prompt (data/heldout.py).
 
 Shards (`tasks.shards`, 0 = one per process): the training tasks are cut into K contiguous grain shards,
 each with its own seeded shuffle. An RL step's prompt list is the concatenation, in shard order, of
@@ -22,9 +23,11 @@ from typing import Any, Literal, Protocol, Sequence
 
 from vagent_jax.config import ConfigError, config_scope, require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
+from vagent_jax.data.heldout import prompt_keys, unseen_tasks
 from vagent_jax.data.mixture import MixEntry, MixScheduleConfig, check_mix, member_specs
 from vagent_jax.data.task_pipeline import Task, task_iterator
 from vagent_jax.data.tfds_tasks import build_generated_tasks, load_generated_tasks
+from vagent_jax.envs.mixture import MEMBER_KEY, apportion
 from vagent_jax.envs.rubric import CriterionConfig, check_rubric
 from vagent_jax.seeds import Purpose, purpose_seed
 
@@ -39,7 +42,8 @@ class TaskConfig:
     env_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: Literal["generated", "jsonl"] = "generated"
     num_tasks: int = 2000  # generated: training tasks
-    eval_tasks: int = 128  # generated: held-out tasks (a disjoint seed)
+    eval_tasks: int = 128  # generated: held-out tasks (a seed of their own)
+    eval_unseen: bool = True  # generated: held-out prompts never among the training tasks' (nor repeated)
     difficulty: int = 1  # generated: the env generator's difficulty level
     path: str | None = None  # jsonl: training tasks
     eval_path: str | None = None  # jsonl: held-out tasks
@@ -162,10 +166,27 @@ def eval_tasks(cfg: TaskConfig, n: int | None = None) -> list[dict]:
     count = cfg.eval_tasks if n is None else n
     if count <= 0:
         raise ValueError("tasks.eval_tasks: no held-out tasks configured (set it > 0)")
-    seed = purpose_seed(cfg.seed, Purpose.HELD_OUT_TASKS)
-    if cfg.mix:  # equal shares, so every member's held-out pass@1 has the same number of tasks
-        return make_env(cfg).generate_tasks(count, seed, cfg.difficulty, even=True)
-    return make_env(cfg).generate_tasks(count, seed, cfg.difficulty)
+    seed, env = purpose_seed(cfg.seed, Purpose.HELD_OUT_TASKS), make_env(cfg)
+    # a mixture draws equal shares, so every member's held-out pass@1 has the same number of tasks
+    draw = lambda n_: env.generate_tasks(n_, seed, cfg.difficulty, **({"even": True} if cfg.mix else {}))  # noqa: E731
+    if not cfg.eval_unseen:
+        return draw(count)
+    shares = dict(zip([m["name"] for m in member_specs(cfg.mix)], apportion(count, [1.0] * len(cfg.mix)))) \
+        if cfg.mix else {None: count}
+    return unseen_tasks(env, draw, shares, prompt_keys(env, training_task_sets(cfg)))
+
+
+def training_task_sets(cfg: TaskConfig) -> list[Sequence[dict]]:
+    """Every task set a run trains on: the training tasks (SFT's demonstrations come from them) and, for a
+    mixture, each member's RL task set (first curriculum level), tagged with the member's name."""
+    sets: list[Sequence[dict]] = [train_tasks(cfg)]
+    if cfg.mix:
+        from vagent_jax.data.mixture_iterator import member_task_configs
+
+        for name, member in member_task_configs(cfg).items():
+            source = train_tasks(member)
+            sets.append([dict(source[i], **{MEMBER_KEY: name}) for i in range(len(source))])
+    return sets
 
 
 class TaskStream(Protocol):
