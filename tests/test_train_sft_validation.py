@@ -13,6 +13,7 @@ import pytest
 
 from vagent_jax.config import ConfigError, load_config
 import vagent_jax.jobs.sft as sft_run
+from vagent_jax.data.task_source import train_tasks
 from vagent_jax.jobs.sft import SFTConfig, demo_conversations, run_sft, validation_tasks
 from vagent_jax.sharding import MeshConfig, make_mesh
 from vagent_jax.train.metrics_writer import read_jsonl_scalars
@@ -108,6 +109,18 @@ def test_validation_tasks_are_held_out_of_the_demonstrations(tmp_path) -> None:
     assert not any(f"What is {t['expression']}?" in prompts for t in held)
     off = dataclasses.replace(cfg, validation=SFTValidationConfig())
     assert validation_tasks(off) == [] and len(demo_conversations(off)) == 48
+
+
+def test_no_demonstration_repeats_a_validation_prompt(tmp_path) -> None:
+    # 3000 of the 8100 two-digit products: some of the last 8 tasks' questions also occur earlier
+    cfg = _cfg(tmp_path, "many", [*VAL, "tasks.num_tasks=3000"])
+    held = {f"What is {t['expression']}?" for t in validation_tasks(cfg)}
+    source = train_tasks(cfg.tasks)
+    repeats = sum(f"What is {source[i]['expression']}?" in held for i in range(len(source) - 8))
+    assert repeats > 0, "no repeated question: the test would not see the filter"
+    demos = demo_conversations(cfg)
+    assert len(demos) == 3000 - 8 - repeats
+    assert not {m["content"] for chat in demos for m in chat if m["role"] == "user"} & held
 
 
 @pytest.mark.parametrize("extra, key", [

@@ -26,6 +26,7 @@ from vagent_jax.aot_inputs import abstract_params
 from vagent_jax.chat_template import render_chat
 from vagent_jax.config import require
 from vagent_jax.data.jsonl_tasks import read_jsonl_tasks
+from vagent_jax.data.heldout import task_key
 from vagent_jax.data.task_source import TaskConfig, make_env, train_tasks
 from vagent_jax.eval.pass_rate import policy_pass_rate
 from vagent_jax.jobs.loop import BadStepGuard, check_writable, run_steps
@@ -117,14 +118,18 @@ class SFTConfig:
 
 
 def demo_conversations(cfg: SFTConfig) -> list[list[dict[str, str]]]:
-    """The demonstration chats: env solutions of the training tasks, or the JSONL file's `messages`."""
+    """The demonstration chats: env solutions of the training tasks, or the JSONL file's `messages`.
+
+    With validation on, no demonstration has a validation task's prompt (a generator with few distinct
+    questions repeats them, and a repeated one would be recalled, not solved)."""
     if cfg.demos == "env":
         env = make_env(cfg.tasks)
         source = train_tasks(cfg.tasks)
         direct = purpose_rng(cfg.seed, Purpose.DIRECT_DEMOS).random(len(source)) < cfg.direct_demo_fraction
         n_demo = len(source) - (cfg.validation.tasks if cfg.validation.every else 0)  # the rest: validation_tasks
+        held = {task_key(env, t) for t in validation_tasks(cfg)}
         return [[m.to_dict() for m in (env.direct_demonstration if direct[i] else env.demonstration)(source[i])]
-                for i in range(n_demo)]
+                for i in range(n_demo) if task_key(env, source[i]) not in held]
     records = read_jsonl_tasks(cfg.demos_path, required_keys=("messages",))  # type: ignore[arg-type]
     out = []
     for i, rec in enumerate(records):
