@@ -88,6 +88,7 @@ def weights_over_steps(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def run_recipe(cfg: MixRecipeConfig) -> dict[str, Any]:
     """Every stage (skipping finished ones); returns the summary."""
     sft, rl, ev = stages(cfg)
+    eval_tasks(ev.tasks, ev.num_tasks)  # a held-out split that cannot be drawn stops here, before SFT
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

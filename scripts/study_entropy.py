@@ -115,14 +115,19 @@ def run_method(args: argparse.Namespace, out: Path, policy: Path, method: str, s
     return run_dir
 
 
+def heldout_tasks(args: argparse.Namespace, out: Path) -> list[dict]:
+    """The held-out tasks every evaluation uses (none of their questions among the training tasks)."""
+    return eval_tasks(TaskConfig(env=args.env, difficulty=args.difficulty, num_tasks=args.tasks,
+                                 eval_tasks=args.eval_tasks, data_dir=str(out / "data")))
+
+
 def held_out_pass_at_k(args: argparse.Namespace, out: Path, run_dir: Path) -> dict[str, float]:
     """pass@k (k in KS up to --k) of the run's final policy on the held-out tasks; cached in the run dir."""
     path = run_dir / f"heldout_pass_at_k_{args.eval_tasks}x{args.k}.json"
     if path.is_file():
         return json.loads(path.read_text())
     policy = load_policy(run_dir, run_mesh(MeshConfig(), 1))
-    tasks = eval_tasks(TaskConfig(env=args.env, difficulty=args.difficulty, num_tasks=args.tasks,
-                                  eval_tasks=args.eval_tasks, data_dir=str(out / "data")))
+    tasks = heldout_tasks(args, out)
     engine = EngineConfig(batch_slots=64, max_len=192, max_new_tokens=48, sampling=SamplingConfig(temperature=1.0))
     groups = sample_rollouts(policy, tasks, args.env, engine, args.k, seed=purpose_seed(0, Purpose.HELD_OUT_EVAL),
                              env_workers=2)
@@ -270,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
+        heldout_tasks(args, out)  # a held-out split that cannot be drawn stops here, before SFT
         policy = ensure_policy(args, out)
         base = held_out_pass_at_k(args, out, policy)
         if args.calibrate:

@@ -2,15 +2,12 @@
 generator has few distinct questions; a task space too small for that stops naming tasks.eval_tasks."""
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from vagent_jax.config import ConfigError, load_config
 from vagent_jax.data.heldout import prompt_keys, task_key, unseen_tasks
 from vagent_jax.data.task_source import TaskConfig, eval_tasks, make_env, training_task_sets
-from vagent_jax.envs.base import Environment
-from vagent_jax.envs.registry import register_env
+import vagent_jax.testing  # noqa: F401  (registers the ten_questions env)
 
 
 def _cfg(tmp_path, *overrides: str) -> TaskConfig:
@@ -53,23 +50,6 @@ def test_mixture_members_get_equal_unseen_shares(tmp_path) -> None:
     assert len(training_task_sets(cfg)) == 3  # the SFT set and both members' RL sets
     keys = _keys(cfg, held)
     assert len(set(keys)) == 40 and not set(keys) & seen
-
-
-@register_env("ten_questions")
-class TenQuestionsEnv(Environment):
-    """Ten distinct questions, drawn at random: a dataset too small for a disjoint held-out set."""
-
-    name = "ten_questions"
-
-    def prompt(self, task: dict) -> str:
-        return f"What is {task['x']} + 1?"
-
-    def verify(self, task: dict, answer: str) -> tuple[bool, dict]:
-        return answer == str(task["x"] + 1), {}
-
-    def generate_tasks(self, n: int, seed: int, difficulty: int = 1) -> list[dict]:
-        rng = random.Random(seed)
-        return [{"x": rng.randrange(10)} for _ in range(n)]
 
 
 def test_a_task_space_too_small_stops_naming_the_key(tmp_path) -> None:

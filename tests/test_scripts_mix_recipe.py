@@ -33,6 +33,16 @@ def test_report_table():
     assert "| 2 | 0.500 | 0.500 |" in text and "| all | 25.0 | 50.0 | +25.0 | |" in text
 
 
+def test_a_held_out_split_that_cannot_be_drawn_stops_before_sft(tmp_path: Path, monkeypatch):
+    mr = load_script("mix_recipe")
+    monkeypatch.setattr(mr, "run_sft", lambda cfg: pytest.fail("SFT ran before the held-out split was checked"))
+    tiny = ("tasks.mix=[{env: calculator, name: calc}, {env: reasoning_gym, name: bits, "
+            "config: {dataset: count_bits, config: {min_n: 1, max_n: 3}}}]")
+    with pytest.raises(ConfigError, match=r"tasks\.eval_tasks.*bits"):
+        mr.main([tiny, "tasks.eval_unseen=true", f"out_dir={tmp_path / 'mix'}", f"tasks.data_dir={tmp_path / 'data'}",
+                 "tasks.num_tasks=64", "tasks.eval_tasks=10"])
+
+
 def test_heldout_seen_is_high_for_a_dataset_of_few_questions_and_low_for_many(tmp_path: Path):
     mr = load_script("mix_recipe")
     tasks = load_config(mr.TaskConfig, None, [

@@ -39,6 +39,16 @@ def test_bad_options_are_named(argv, word, capsys):
     assert word in capsys.readouterr().err
 
 
+def test_a_held_out_split_that_cannot_be_drawn_stops_before_sft(tmp_path, monkeypatch):
+    import vagent_jax.testing  # noqa: F401  (registers ten_questions: 10 questions, all among the training tasks)
+    from vagent_jax.config import ConfigError
+
+    se = load_script("study_entropy")
+    monkeypatch.setattr(se, "ensure_policy", lambda args, out: pytest.fail("SFT ran before the held-out check"))
+    with pytest.raises(ConfigError, match="tasks.eval_tasks"):
+        se.main(["--env", "ten_questions", "--difficulty", "1", "--out", str(tmp_path)])
+
+
 def _fake_policy(se, monkeypatch, pass_at_1: float) -> list[str]:
     """Replace the SFT and held-out evaluation by a fixed pass@1; returns the list RL runs are logged to."""
     rl_runs: list[str] = []

@@ -110,3 +110,20 @@ class CoinEnv(Environment):
 
     def demonstration(self, task: Mapping[str, Any]) -> list[Message]:
         return self.initial_messages(task) + [Message("assistant", f"<answer>{task['target']}</answer>")]
+
+
+@register_env("ten_questions")
+class TenQuestionsEnv(Environment):
+    """Ten distinct questions drawn at random: a task space too small for held-out tasks unseen in training."""
+
+    name = "ten_questions"
+
+    def prompt(self, task: Mapping[str, Any]) -> str:
+        return f"What is {task['x']} + 1?"
+
+    def verify(self, task: Mapping[str, Any], answer: str) -> tuple[bool, dict]:
+        return answer.strip() == str(task["x"] + 1), {}
+
+    def generate_tasks(self, n: int, seed: int, difficulty: int = 1) -> list[dict]:
+        rng = random.Random(f"ten/{seed}/{difficulty}")
+        return [{"x": rng.randrange(10)} for _ in range(n)]
