@@ -12,11 +12,11 @@ from vagent_jax.config import ConfigError, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_recipe_config_loads_with_five_members_and_a_rubric():
+def test_recipe_config_loads_with_four_members_and_a_rubric():
     mr = load_script("mix_recipe")
     cfg = load_config(mr.MixRecipeConfig, ROOT / "configs" / "mix_recipe.yaml")
-    assert [e.tag for e in cfg.tasks.mix] == ["calculator", "countdown", "number_sorting", "count_bits", "gcd"]
-    assert [e.tag for e in cfg.tasks.mix if e.rubric] == ["count_bits"]
+    assert [e.tag for e in cfg.tasks.mix] == ["calculator", "countdown", "number_sorting", "letter_counting"]
+    assert [e.tag for e in cfg.tasks.mix if e.rubric] == ["letter_counting"] and cfg.tasks.eval_unseen
     sft, rl, ev = mr.stages(cfg)
     assert rl.init_from.endswith("sft") and ev.tasks == rl.tasks == sft.tasks
     with pytest.raises(ConfigError, match="'tasks.mix'"):
@@ -62,5 +62,5 @@ def test_tiny_end_to_end_run(tmp_path: Path):
                     "sft.model.n_layers=1", "rl.steps=2", "rl.prompts_per_step=4", "rl.group_size=2",
                     "rl.engine.batch_slots=16", "eval.engine.batch_slots=16", "--json"]) == 0
     s = json.loads((tmp_path / "mix" / "mix_summary.json").read_text())
-    assert set(s["pass_at_1"]) == {"calculator", "countdown", "number_sorting", "count_bits", "gcd"}
+    assert set(s["pass_at_1"]) == {"calculator", "countdown", "number_sorting", "letter_counting"}
     assert [st for st, _ in s["weights"]["calculator"]] == [1, 2]
