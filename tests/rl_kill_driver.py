@@ -5,7 +5,8 @@
 PHASE is rollout (the step's first decode-engine call), update (the jitted RL update) or save (the
 checkpoint save after the step; orbax writes it asynchronously); STEP is the 0-based loop step; when that
 phase starts, a timer SIGKILLs this process DELAY_S seconds later, wherever it then is (inside the phase,
-or just after it). PHASE none runs the plain command. Before the kill it prints `KILL <phase> <step>` to
+or just after it: the armed call waits for the kill, so it always lands in STEP). PHASE none runs the plain
+command. Before the kill it prints `KILL <phase> <step>` to
 stderr, so the test can tell a kill from a crash.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from vagent_jax import cli
 from vagent_jax.engine import DecodeEngine
@@ -29,6 +31,24 @@ def _arm(phase: str, delay_s: float) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Timer(delay_s, kill).start()
+
+
+def _wait_for_kill(delay_s: float) -> None:
+    """Hold the armed call until the kill lands, so a phase that ends before the delay (an idle machine)
+    is killed just after it, never in a later step."""
+    time.sleep(delay_s + 60)
+    raise SystemExit("rl_kill_driver: the armed SIGKILL did not fire")
+
+
+def _armed_call(should_arm, phase: str, delay_s: float, call):  # noqa: ANN001, ANN202
+    """call(), with the kill armed before it and awaited after it when should_arm() says so."""
+    armed_now = should_arm()
+    if armed_now:
+        _arm(phase, delay_s)
+    out = call()
+    if armed_now:
+        _wait_for_kill(delay_s)
+    return out
 
 
 def _install(phase: str, step: int, delay_s: float) -> None:
@@ -52,9 +72,7 @@ def _install(phase: str, step: int, delay_s: float) -> None:
         real = DecodeEngine.step
 
         def engine_step(self):  # noqa: ANN001, ANN202
-            if should_arm():
-                _arm(phase, delay_s)
-            return real(self)
+            return _armed_call(should_arm, phase, delay_s, lambda: real(self))
 
         DecodeEngine.step = engine_step
     elif phase == "update":
@@ -64,9 +82,7 @@ def _install(phase: str, step: int, delay_s: float) -> None:
             rl_step = real_make(*args, **kwargs)
 
             def wrapped(*a, **k):  # noqa: ANN002, ANN003, ANN202
-                if should_arm():
-                    _arm(phase, delay_s)
-                return rl_step(*a, **k)
+                return _armed_call(should_arm, phase, delay_s, lambda: rl_step(*a, **k))
 
             return wrapped
 
@@ -75,9 +91,7 @@ def _install(phase: str, step: int, delay_s: float) -> None:
         real_save = Checkpointer.save
 
         def save(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-            if should_arm():
-                _arm(phase, delay_s)
-            return real_save(self, *args, **kwargs)
+            return _armed_call(should_arm, phase, delay_s, lambda: real_save(self, *args, **kwargs))
 
         Checkpointer.save = save
     elif phase != "none":

@@ -88,3 +88,13 @@ def test_three_sigkills_in_rollout_update_and_save_resume_bitwise_equal(policy_d
                                                                        tmp_path: Path) -> None:
     _killed_and_resumed_equals_uninterrupted(policy_dir, tmp_path, 5,
                                              [("rollout", 1), ("update", 2), ("save", 3)], seed=18)
+
+
+def test_a_kill_armed_in_a_step_lands_in_that_step_even_when_the_phase_ends_first(policy_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    # 3 s is longer than a warm update: before the driver held the armed call, the kill landed in a later
+    # step ("KILL update 2" for a kill armed in step 1, seen on an idle machine) or the run finished first
+    out = tmp_path / "late"
+    _run(policy_dir, out, 3, ("update", 1, 3.0), resume=False)
+    with Checkpointer(out / "checkpoints") as ck:
+        assert (ck.latest_step() or 0) <= 2
