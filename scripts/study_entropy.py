@@ -26,13 +26,16 @@ from its own checkpoints (saved every --save-every steps) and finished runs and 
 so a killed study continues where it stopped.
 
 Default task: calculator difficulty 2 (one + - * / over operands below 1000), 600 SFT steps. Calibrated with
---calibrate (2026-12-02): held-out pass@1 0.51 (pass@4 0.86, pass@16 0.94); 400 SFT steps gave 0.014 (the
-copying of the expression into the tool call had not formed yet: loss 0.37, against 0.26 at 600).
+--calibrate (2026-12-02, session 9's machine): held-out pass@1 0.51 (pass@4 0.86, pass@16 0.94); 400 SFT
+steps gave 0.014 (the copying of the expression into the tool call had not formed yet: loss 0.37, against 0.26 at 600).
 
 Budget: the default (150 steps x 6 methods x 2 seeds of 8 prompts x 8 samples, 100 held-out tasks x 16
 samples per evaluation) is sized for a few hours on a 2-core CPU: measured at load 6-7 on the default task,
 one RL step takes ~6 s (56 s for the first) and one evaluation ~95 s, ~3.5 h for the 12 runs and their
-evaluations. --quick runs a tiny version for tests.
+evaluations. On the idle machine (2026-12-02) with the methods split over two processes sharing OUT (once the
+SFT policy exists: --methods grpo_sym,dapo,clip_cov and --methods kl_cov,adaptive_entropy,opo), the 12 runs and
+evaluations took 69 min; the same recipe's SFT policy scored 0.606 there (see README). --quick: a tiny version
+for tests.
 
 Usage: python scripts/study_entropy.py [--steps 150] [--seeds 2] [--out runs/study_entropy] [--json] [--quick]
        python scripts/study_entropy.py --calibrate --env E --difficulty D --sft-steps N   (SFT + band check only)
@@ -192,7 +195,7 @@ def markdown_table(rows: dict[str, Any], base: dict[str, float], args: argparse.
     for name, r in rows.items():
         steps = [s for s in r["collapse_step"]]
         lines.append(f"| {name} | " + " | ".join(_mean_sd(r["pass_at_k"][k], "{:.3f}") for k in ks) + " | "
-                     f"{_mean_sd(r['final_entropy'], '{:.3f}')} | {_mean_sd([f['a'] for f in r['fits']], '{:.3g}')} | "
+                     f"{_mean_sd(r['final_entropy'], '{:.3f}')} | {_mean_sd([f['a'] for f in r['fits']], '{:.3f}')} | "
                      f"{_mean_sd([f['b'] for f in r['fits']], '{:.3f}')} | "
                      f"{_mean_sd([f['r2'] for f in r['fits']])} | "
                      f"{', '.join('-' if s is None else str(s) for s in steps)} |")
