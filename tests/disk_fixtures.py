@@ -26,12 +26,12 @@ def small_disk(path: Path, size: str) -> Iterator[bool]:
 def fill(path: Path) -> Path:
     """Write zeros into `path`/filler until the file system is full; returns the filler file."""
     filler = path / "filler"
-    with open(filler, "wb") as f:
-        try:
+    try:
+        with open(filler, "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
+    except OSError as e:  # ENOSPC, also from open() itself when the file system is already full
+        if e.errno != errno.ENOSPC:
+            raise
     return filler

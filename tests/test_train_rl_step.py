@@ -110,8 +110,12 @@ def test_micro_batches_1_vs_2_with_tis_and_ref_kl(mesh, logprobs):
     assert set(m1) == set(m2)
     for k in m1:  # cov_mean too: centred over the whole batch, from sums that add over micro-batches
         np.testing.assert_allclose(m1[k], m2[k], rtol=2e-5, atol=1e-7, err_msg=k)
-    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
-        np.testing.assert_allclose(a, b, atol=3e-4)  # Adam divides by sqrt(v): float-order noise in tiny grads shows up ~1e-4
+    # Adam's first step is lr * g / (|g| + eps) per element: where |g| is tiny, float-order noise between the
+    # two summation orders moves that element by a few % of lr (3.1e-4 = 3% of lr seen on one machine, where a
+    # 3e-4 bound failed). So: every element within 5% of lr, and almost all of them equal to 1e-5.
+    diffs = np.concatenate([np.abs(a - b).ravel() for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2))])
+    assert diffs.max() <= 0.05 * OPT.lr, diffs.max()
+    assert np.mean(diffs <= 1e-5) >= 0.99, np.mean(diffs <= 1e-5)
 
 
 def test_abstract_lowering_and_bad_inputs_are_named(mesh):
