@@ -193,12 +193,11 @@ def markdown_table(rows: dict[str, Any], base: dict[str, float], args: argparse.
              "|" + "---|" * (len(ks) + 6),
              "| SFT policy | " + " | ".join(f"{base[k]:.3f}" for k in ks) + " | | | | | |"]
     for name, r in rows.items():
-        steps = [s for s in r["collapse_step"]]
         lines.append(f"| {name} | " + " | ".join(_mean_sd(r["pass_at_k"][k], "{:.3f}") for k in ks) + " | "
                      f"{_mean_sd(r['final_entropy'], '{:.3f}')} | {_mean_sd([f['a'] for f in r['fits']], '{:.3f}')} | "
                      f"{_mean_sd([f['b'] for f in r['fits']], '{:.3f}')} | "
                      f"{_mean_sd([f['r2'] for f in r['fits']])} | "
-                     f"{', '.join('-' if s is None else str(s) for s in steps)} |")
+                     f"{', '.join('-' if s is None else str(s) for s in r['collapse_step'])} |")
     return "\n".join(lines) + "\n"
 
 
